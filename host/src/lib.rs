@@ -1,1 +1,47 @@
-//! placeholder
+//! The Conduit runner's component runtime: user code as WebAssembly
+//! components, run in a wasmtime sandbox beside the model executors.
+//!
+//! - [`Runtime`] loads components (compiled once, cached on disk by digest,
+//!   validated against the `conduit:compute` worlds, `describe()` read) and
+//!   calls them concurrently, each call in a fresh pooled instance with a
+//!   memory cap and a wall-clock deadline ([`SandboxLimits`]).
+//! - [`Tensor`] is the host's tensor: shared bytes in the KServe v2 layout.
+//!   Components receive handles; routing or slicing copies nothing.
+//! - [`RuntimeError`] keeps guest errors apart from each kind of trap.
+//!
+//! ```no_run
+//! use conduit_host::{Runtime, RuntimeConfig, SandboxLimits, Tensor};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = Runtime::new(RuntimeConfig::default())?;
+//! let component = runtime.load(&std::fs::read("bert_tokenizer.wasm")?).await?;
+//! println!("{:?}", component.signature());
+//! let text = Tensor::from_byte_strings(vec![1], ["Hello, world"])?;
+//! let outputs = runtime
+//!     .process(&component, vec![("text".into(), text)], &[], &SandboxLimits::default(), None)
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+mod bindings;
+mod capture;
+mod component;
+mod digest;
+mod engine;
+mod error;
+mod limits;
+mod linker;
+mod model;
+mod runtime;
+mod signature;
+mod state;
+mod tensor;
+
+pub use bindings::{Param, ParamValue};
+pub use component::Component;
+pub use digest::{Digest, DigestParseError};
+pub use error::{GuestError, RuntimeError};
+pub use limits::{EngineConfig, SandboxLimits};
+pub use model::{InferFuture, ModelBackend, NamedTensors};
+pub use runtime::{Runtime, RuntimeConfig};
+pub use signature::{Signature, TensorSpec, World};
+pub use tensor::{DataType, Tensor, TensorError, element_count};

@@ -1,0 +1,284 @@
+//! The BERT tokenizer of all-MiniLM-L6-v2, equal to HF `tokenizers` with its
+//! `tokenizer.json` plus `longest_first` truncation and fixed-length padding.
+//!
+//! Pipeline per sequence: split out the special tokens written literally in the text
+//! (`[CLS]`, `[SEP]`, `[PAD]`, `[UNK]`, `[MASK]`: HF's added tokens, matched
+//! case-sensitively before normalization), then [`normalize`] (BertNormalizer +
+//! BertPreTokenizer) and [`wordpiece`] the text between them. The ids are then
+//! truncated (longest first, leaving room for the special tokens), wrapped by the
+//! template `[CLS] A [SEP]` / `[CLS] A [SEP] B [SEP]` (type ids 0 for A, 1 for B and its
+//! `[SEP]`) and padded with `[PAD]` (id 0, mask 0, type 0) to `max_length`.
+
+mod hash;
+mod normalize;
+mod vocab;
+mod wordpiece;
+
+use normalize::WordSink;
+
+/// Model inputs for one or more rows of `max_length` tokens each, row-major.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Encoding {
+    /// Token ids: `[CLS]`, the tokens, `[SEP]` (…), then `[PAD]` (0).
+    pub input_ids: Vec<i64>,
+    /// 1 for real tokens (special tokens included), 0 for padding.
+    pub attention_mask: Vec<i64>,
+    /// 0 for the first sequence (and padding), 1 for the second of a pair.
+    pub token_type_ids: Vec<i64>,
+}
+
+impl Encoding {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            input_ids: Vec::with_capacity(n),
+            attention_mask: Vec::with_capacity(n),
+            token_type_ids: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, id: u32, mask: i64, type_id: i64) {
+        self.input_ids.push(i64::from(id));
+        self.attention_mask.push(mask);
+        self.token_type_ids.push(type_id);
+    }
+}
+
+/// Encodes `text` (and `pair`, as the second sequence) into one row of `max_length` tokens.
+///
+/// Matches HF `tokenizers` for every `max_length` at least as large as the special
+/// tokens (2 for a single text, 3 for a pair). Below that HF overflows the row; here
+/// the row is cut to `max_length` instead, so it always has exactly `max_length` tokens.
+pub fn encode(text: &str, pair: Option<&str>, max_length: usize) -> Encoding {
+    let mut out = Encoding::with_capacity(max_length);
+    Scratch::default().encode_row(text, pair, max_length, &mut out);
+    out
+}
+
+/// Encodes a batch: row `i` is `encode(texts[i], pairs.map(|p| p[i]), max_length)`.
+///
+/// The rows are concatenated (`texts.len() × max_length`, row-major).
+///
+/// # Panics
+/// When `pairs` is given with a length other than `texts.len()`.
+pub fn encode_batch(texts: &[&str], pairs: Option<&[&str]>, max_length: usize) -> Encoding {
+    if let Some(pairs) = pairs {
+        assert_eq!(
+            pairs.len(),
+            texts.len(),
+            "encode_batch: {} texts but {} pairs",
+            texts.len(),
+            pairs.len()
+        );
+    }
+    let mut out = Encoding::with_capacity(texts.len() * max_length);
+    let mut scratch = Scratch::default();
+    for (i, text) in texts.iter().enumerate() {
+        scratch.encode_row(text, pairs.map(|p| p[i]), max_length, &mut out);
+    }
+    out
+}
+
+/// The text of vocabulary entry `id` (`None` when `id` is outside the vocabulary).
+pub fn id_to_token(id: u32) -> Option<&'static str> {
+    vocab::token(id)
+}
+
+/// The number of entries in the vocabulary (30522 for all-MiniLM-L6-v2).
+pub fn vocab_size() -> usize {
+    vocab::len()
+}
+
+/// Buffers reused across the rows of a batch.
+#[derive(Default)]
+struct Scratch {
+    word: String,
+    a: Vec<u32>,
+    b: Vec<u32>,
+}
+
+impl Scratch {
+    fn encode_row(
+        &mut self,
+        text: &str,
+        pair: Option<&str>,
+        max_length: usize,
+        out: &mut Encoding,
+    ) {
+        let row_start = out.input_ids.len();
+        let (len_a, len_b) = match pair {
+            None => {
+                // A single sequence keeps its first `budget` ids: stop tokenizing after them.
+                let budget = max_length.saturating_sub(2);
+                tokenize(text, budget, &mut self.word, &mut self.a);
+                (self.a.len().min(budget), 0)
+            }
+            Some(pair) => {
+                // Longest-first needs both true lengths (which side is longer).
+                tokenize(text, usize::MAX, &mut self.word, &mut self.a);
+                tokenize(pair, usize::MAX, &mut self.word, &mut self.b);
+                let budget = max_length.saturating_sub(3);
+                truncate_pair(self.a.len(), self.b.len(), budget)
+            }
+        };
+
+        out.push(vocab::CLS_ID, 1, 0);
+        for &id in &self.a[..len_a] {
+            out.push(id, 1, 0);
+        }
+        out.push(vocab::SEP_ID, 1, 0);
+        if pair.is_some() {
+            for &id in &self.b[..len_b] {
+                out.push(id, 1, 1);
+            }
+            out.push(vocab::SEP_ID, 1, 1);
+        }
+
+        let row_end = row_start + max_length;
+        while out.input_ids.len() < row_end {
+            out.push(vocab::PAD_ID, 0, 0);
+        }
+        // Only when `max_length` cannot hold the special tokens.
+        out.input_ids.truncate(row_end);
+        out.attention_mask.truncate(row_end);
+        out.token_type_ids.truncate(row_end);
+    }
+}
+
+/// HF's `LongestFirst` truncation of a pair to `budget` ids: the kept lengths.
+///
+/// A literal port of `tokenizers::utils::truncation::truncate_encodings`, including
+/// its rule that when both sides must be cut they get `budget / 2` each and the
+/// longer one (the second when equal) gets the odd id left over.
+fn truncate_pair(n_a: usize, n_b: usize, budget: usize) -> (usize, usize) {
+    if n_a + n_b <= budget {
+        return (n_a, n_b);
+    }
+    if budget == 0 {
+        return (0, 0);
+    }
+    let swap = n_a > n_b;
+    let mut n1 = n_a.min(n_b);
+    let mut n2 = if n1 > budget { n1 } else { n1.max(budget - n1) };
+    if n1 + n2 > budget {
+        n1 = budget / 2;
+        n2 = n1 + budget % 2;
+    }
+    if swap {
+        std::mem::swap(&mut n1, &mut n2);
+    }
+    (n_a.min(n1), n_b.min(n2))
+}
+
+/// Collects ids, stopping once more than `limit` have been produced.
+struct Ids<'a> {
+    ids: &'a mut Vec<u32>,
+    limit: usize,
+}
+
+impl WordSink for Ids<'_> {
+    fn word(&mut self, word: &str) {
+        wordpiece::tokenize(word, self.ids);
+    }
+
+    fn full(&self) -> bool {
+        self.ids.len() > self.limit
+    }
+}
+
+/// The ids of one sequence (no special tokens added); may stop early past `limit` ids.
+fn tokenize(text: &str, limit: usize, word: &mut String, ids: &mut Vec<u32>) {
+    ids.clear();
+    let mut sink = Ids { ids, limit };
+    let mut rest = text;
+    while let Some((before, id, after)) = split_special(rest) {
+        normalize::words(before, word, &mut sink);
+        if sink.full() {
+            return;
+        }
+        sink.ids.push(id);
+        rest = after;
+    }
+    normalize::words(rest, word, &mut sink);
+}
+
+/// The special tokens matched in raw text, as HF's added vocabulary does.
+const SPECIAL: [(&str, u32); 5] = [
+    ("[PAD]", vocab::PAD_ID),
+    ("[UNK]", vocab::UNK_ID),
+    ("[CLS]", vocab::CLS_ID),
+    ("[SEP]", vocab::SEP_ID),
+    ("[MASK]", vocab::MASK_ID),
+];
+
+/// The leftmost special token in `text`: (text before, its id, text after).
+fn split_special(text: &str) -> Option<(&str, u32, &str)> {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(p) = bytes[from..].iter().position(|&b| b == b'[') {
+        let at = from + p;
+        for (tok, id) in SPECIAL {
+            if bytes[at..].starts_with(tok.as_bytes()) {
+                return Some((&text[..at], id, &text[at + tok.len()..]));
+            }
+        }
+        from = at + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_truncation_matches_hf_rule() {
+        assert_eq!(truncate_pair(3, 4, 10), (3, 4));
+        assert_eq!(truncate_pair(2, 20, 10), (2, 8));
+        assert_eq!(truncate_pair(20, 2, 10), (8, 2));
+        assert_eq!(truncate_pair(20, 30, 11), (5, 6));
+        assert_eq!(truncate_pair(30, 20, 11), (6, 5));
+        assert_eq!(truncate_pair(20, 20, 11), (5, 6));
+        assert_eq!(truncate_pair(7, 8, 11), (5, 6));
+        assert_eq!(truncate_pair(0, 30, 11), (0, 11));
+        assert_eq!(truncate_pair(5, 5, 0), (0, 0));
+    }
+
+    #[test]
+    fn shapes_and_specials() {
+        let e = encode("Hello world", None, 8);
+        assert_eq!(e.input_ids, [101, 7592, 2088, 102, 0, 0, 0, 0]);
+        assert_eq!(e.attention_mask, [1, 1, 1, 1, 0, 0, 0, 0]);
+        assert_eq!(e.token_type_ids, [0; 8]);
+
+        let e = encode("hello", Some("world"), 6);
+        assert_eq!(e.input_ids, [101, 7592, 102, 2088, 102, 0]);
+        assert_eq!(e.token_type_ids, [0, 0, 0, 1, 1, 0]);
+
+        let e = encode("a [SEP]b[MASK] [mask]", None, 12);
+        assert_eq!(
+            &e.input_ids[..9],
+            [101, 1037, 102, 1038, 103, 1031, 7308, 1033, 102]
+        );
+
+        // Too short for the specials: cut, never longer than max_length.
+        assert_eq!(encode("x", Some("y"), 2).input_ids, [101, 102]);
+        assert_eq!(encode("x", None, 1).input_ids, [101]);
+        assert!(encode("x", None, 0).input_ids.is_empty());
+    }
+
+    #[test]
+    fn batch_is_rows_concatenated() {
+        let texts = ["one", "two three", ""];
+        let pairs = ["x", "", "y z"];
+        let batch = encode_batch(&texts, Some(&pairs), 7);
+        let mut rows = Encoding::default();
+        for (t, p) in texts.iter().zip(pairs) {
+            let r = encode(t, Some(p), 7);
+            rows.input_ids.extend(r.input_ids);
+            rows.attention_mask.extend(r.attention_mask);
+            rows.token_type_ids.extend(r.token_type_ids);
+        }
+        assert_eq!(batch, rows);
+        assert_eq!(batch.input_ids.len(), 21);
+    }
+}

@@ -1,0 +1,79 @@
+//! Sentence-embedding math: masked mean pooling, L2 normalisation and cosine
+//! similarity, on plain slices so it runs the same natively and in a component.
+
+/// Mean of the token vectors of each sequence, counting only tokens whose mask is non-zero.
+///
+/// `hidden` is `[batch, seq, dim]` row-major, `mask` is `[batch, seq]`.
+/// Returns `[batch, dim]`. A sequence with no unmasked token pools to zeros.
+///
+/// ```
+/// let hidden = [1.0, 2.0, 3.0, 4.0, 100.0, 100.0];
+/// let mask = [1, 1, 0];
+/// assert_eq!(pooling::mean_pool(&hidden, &mask, 1, 3, 2), vec![2.0, 3.0]);
+/// ```
+pub fn mean_pool(hidden: &[f32], mask: &[i64], batch: usize, seq: usize, dim: usize) -> Vec<f32> {
+    let mut out = vec![0f32; batch * dim];
+    for b in 0..batch {
+        let row = &mut out[b * dim..(b + 1) * dim];
+        let mut count = 0f32;
+        for s in 0..seq {
+            if mask[b * seq + s] == 0 {
+                continue;
+            }
+            count += 1.0;
+            let token = &hidden[(b * seq + s) * dim..(b * seq + s + 1) * dim];
+            for (acc, v) in row.iter_mut().zip(token) {
+                *acc += v;
+            }
+        }
+        let denom = count.max(1e-9);
+        row.iter_mut().for_each(|v| *v /= denom);
+    }
+    out
+}
+
+/// Scales each `dim`-long row of `rows` to unit L2 norm (rows of zeros stay zero).
+pub fn l2_normalize(rows: &mut [f32], dim: usize) {
+    for row in rows.chunks_exact_mut(dim) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|v| *v /= norm);
+    }
+}
+
+/// Cosine similarity of consecutive row pairs `(0, 1), (2, 3), …` of `[n, dim]` rows.
+///
+/// Returns `n / 2` values; an odd last row has no partner and is skipped.
+pub fn cosine_pairs(rows: &[f32], dim: usize) -> Vec<f32> {
+    rows.chunks_exact(2 * dim)
+        .map(|pair| {
+            let (a, b) = pair.split_at(dim);
+            let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let na = a.iter().map(|v| v * v).sum::<f32>().sqrt();
+            let nb = b.iter().map(|v| v * v).sum::<f32>().sqrt();
+            dot / (na * nb).max(1e-12)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_only_masked_tokens() {
+        let hidden = [1., 1., 3., 3., 9., 9., 2., 0., 4., 0., 6., 0.];
+        let mask = [1, 1, 0, 1, 1, 1];
+        assert_eq!(mean_pool(&hidden, &mask, 2, 3, 2), vec![2., 2., 4., 0.]);
+        assert_eq!(mean_pool(&hidden, &[0; 6], 2, 3, 2), vec![0.; 4]);
+    }
+
+    #[test]
+    fn normalises_and_compares() {
+        let mut rows = vec![3., 4., 6., 8., 1., 0., 0., 1.];
+        l2_normalize(&mut rows, 2);
+        assert!((rows[0] - 0.6).abs() < 1e-6 && (rows[1] - 0.8).abs() < 1e-6);
+        let sims = cosine_pairs(&rows, 2);
+        assert!((sims[0] - 1.0).abs() < 1e-6, "{sims:?}");
+        assert!(sims[1].abs() < 1e-6, "{sims:?}");
+    }
+}

@@ -1,0 +1,61 @@
+//! Per-call sandbox limits and the engine-wide pool sizes they live within.
+
+use std::time::Duration;
+
+/// Limits applied to one component call (configurable per tenant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// Linear memory a call may grow to, in bytes (capped by [`EngineConfig::max_memory_bytes`]).
+    pub memory_bytes: usize,
+    /// Wall-clock time a call may take, including instantiation.
+    pub deadline: Duration,
+    /// Bytes of tensors a call may create (outputs and intermediates).
+    pub max_output_bytes: usize,
+    /// Tensor handles a call may create.
+    pub max_tensors: usize,
+    /// Bytes of guest log records and stdout/stderr kept per call; the rest is dropped.
+    pub max_log_bytes: usize,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 256 << 20,
+            deadline: Duration::from_secs(1),
+            max_output_bytes: 64 << 20,
+            max_tensors: 10_000,
+            max_log_bytes: 64 << 10,
+        }
+    }
+}
+
+/// How the one wasmtime engine is built: pool sizes, compilation, interruption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Component instances alive at once (calls in flight plus those being torn down).
+    pub max_instances: u32,
+    /// The largest linear memory any call may have; per-call limits stay below it.
+    pub max_memory_bytes: usize,
+    /// Calls that may wait for a free instance slot; past that, calls fail
+    /// fast with `Overloaded`. A waiting call still fails when its deadline passes.
+    pub max_waiting_calls: u32,
+    /// Bytes of each linear memory kept resident between uses (zeroed, not unmapped).
+    pub memory_keep_resident: usize,
+    /// WebAssembly stack for guest code, in bytes (deeper recursion is a stack overflow).
+    pub max_wasm_stack: usize,
+    /// How often the epoch advances; deadlines are checked (and long calls yield) per tick.
+    pub epoch_tick: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_instances: 256,
+            max_waiting_calls: 1024,
+            max_memory_bytes: 256 << 20,
+            memory_keep_resident: 1 << 20,
+            max_wasm_stack: 512 << 10,
+            epoch_tick: Duration::from_millis(2),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Shared harness: where the built components are, and a shared runtime.
+
+use conduit_host::{EngineConfig, Runtime, RuntimeConfig, Tensor};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// The cargo target directory this test binary was built into.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // <target>/<profile>/deps/all-<hash>
+    exe.ancestors()
+        .nth(3)
+        .expect("test binary lives in <target>/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Path of a component built by `make components`.
+pub fn component_path(crate_name: &str) -> PathBuf {
+    let file = format!("{}.wasm", crate_name.replace('-', "_"));
+    let path = target_dir().join("wasm32-wasip2/release").join(&file);
+    assert!(
+        path.exists(),
+        "{} is missing: build the guest components first with `make components`",
+        path.display()
+    );
+    path
+}
+
+/// The bytes of a built component.
+pub fn component_bytes(crate_name: &str) -> Vec<u8> {
+    std::fs::read(component_path(crate_name)).expect("reading component")
+}
+
+/// One runtime shared by the tests that need no special configuration.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| small_runtime(64))
+}
+
+/// A runtime with a pool of `instances` slots and no disk cache.
+pub fn small_runtime(instances: u32) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        engine: EngineConfig {
+            max_instances: instances,
+            ..EngineConfig::default()
+        },
+        cache_dir: None,
+    })
+    .expect("building runtime")
+}
+
+/// Looks up an output by name.
+pub fn output<'a>(outputs: &'a [(String, Tensor)], name: &str) -> &'a Tensor {
+    &outputs
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no output `{name}` in {outputs:?}"))
+        .1
+}
+
+/// A string parameter.
+pub fn str_param(name: &str, value: &str) -> conduit_host::Param {
+    conduit_host::Param {
+        name: name.into(),
+        value: conduit_host::ParamValue::String(value.into()),
+    }
+}
+
+/// An integer parameter.
+pub fn int_param(name: &str, value: i64) -> conduit_host::Param {
+    conduit_host::Param {
+        name: name.into(),
+        value: conduit_host::ParamValue::Int64(value),
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: real components built from source for wasm32-wasip2
+//! (`make components`), run in the real runtime and through the real CLI.
+
+mod adversarial;
+mod cli;
+mod common;
+mod examples;
+mod runtime;
+mod tokenizer;

@@ -1,0 +1,96 @@
+//! A component that misbehaves on request: param `attack` selects how.
+//! Without it (or with `none`) it echoes `x` to `y`, so it is also a
+//! well-behaved component.
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    use conduit_guest::{DataType, Error, Inputs, Outputs, Params, Processor, Signature, Tensor};
+    use std::hint::black_box;
+
+    struct Adversary;
+
+    #[inline(never)]
+    fn ping(n: u64) -> u64 {
+        if n == 0 { 1 } else { pong(n - 1).wrapping_mul(3).wrapping_add(n) }
+    }
+
+    #[inline(never)]
+    fn pong(n: u64) -> u64 {
+        if n == 0 { 2 } else { ping(n - 1).rotate_left(1) ^ n }
+    }
+
+    impl Processor for Adversary {
+        fn describe() -> Signature {
+            Signature::new()
+                .input("x", DataType::Fp32, [-1])
+                .output("y", DataType::Fp32, [-1])
+        }
+
+        fn process(mut inputs: Inputs, params: Params) -> Result<Outputs, Error> {
+            let attack = params.str_or("attack", "none")?.to_string();
+            match attack.as_str() {
+                "none" => Ok(Outputs::new().with("y", inputs.take("x")?)),
+                "loop" => {
+                    let mut i = 0u64;
+                    loop {
+                        i = black_box(i.wrapping_add(1));
+                    }
+                }
+                "memory" => {
+                    let mut hog: Vec<Vec<u8>> = Vec::new();
+                    loop {
+                        hog.push(black_box(vec![7u8; 16 << 20]));
+                    }
+                }
+                "recursion" => {
+                    let depth = params.i64_or("depth", 100_000_000)? as u64;
+                    let v = ping(black_box(depth));
+                    Ok(Outputs::new().with("y", Tensor::from_f32(&[1], vec![v as f32])?))
+                }
+                "unreachable" => core::arch::wasm32::unreachable(),
+                "panic" => panic!("the adversary panicked on purpose"),
+                "huge-output" => {
+                    let mut out = Outputs::new();
+                    for i in 0.. {
+                        let t = Tensor::from_u8(&[32 << 20], vec![1u8; 32 << 20])?;
+                        out.push(format!("y{i}"), t);
+                    }
+                    Ok(out)
+                }
+                "many-handles" => {
+                    let x = inputs.take("x")?;
+                    let mut keep = Vec::new();
+                    loop {
+                        keep.push(x.share());
+                    }
+                }
+                "file" => match std::fs::read("/etc/passwd") {
+                    Ok(bytes) => Ok(Outputs::new().with("y", Tensor::from_u8(&[bytes.len() as i64], bytes)?)),
+                    Err(e) => Err(Error::internal(format!("open failed: {e}"))),
+                },
+                "env" => {
+                    let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+                    let n = vars.len() as i64;
+                    Ok(Outputs::new().with("y", Tensor::from_strings(&[n], vars)?))
+                }
+                "socket" => match std::net::TcpStream::connect("127.0.0.1:9") {
+                    Ok(_) => Err(Error::internal("connected to a socket")),
+                    Err(e) => Err(Error::internal(format!("connect failed: {e}"))),
+                },
+                "stdout-flood" => {
+                    let line = "x".repeat(1023);
+                    for _ in 0..4096 {
+                        println!("{line}");
+                        eprintln!("{line}");
+                    }
+                    conduit_guest::info(&"y".repeat(1 << 20));
+                    Ok(Outputs::new().with("y", inputs.take("x")?))
+                }
+                "guest-error" => Err(Error::invalid_input("the adversary rejects this input")),
+                other => Err(Error::invalid_input(format!("unknown attack `{other}`"))),
+            }
+        }
+    }
+
+    conduit_guest::export!(Adversary);
+}
