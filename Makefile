@@ -20,7 +20,7 @@ NATIVE_TESTS := -p conduit -p conduit-host -p conduit-guest -p pooling \
 
 ## README command 1: tokenize a sentence pair with the tokenizer component.
 demo: components build
-	$(CONDUIT) tokenize --component $(WASM_DIR)/bert_tokenizer.wasm --max-length 24 \
+	$(CONDUIT) tokenize --component $(WASM_DIR)/bert_tokenizer.wasm --max-length 32 \
 		"The company Conduit is based in the Bay Area" \
 		"Conduit's headquarters are situated in Mountain View"
 

@@ -21,7 +21,10 @@ enum Command {
     /// Tokenize a text (or a text pair) with the bert-tokenizer component and print the tensors.
     Tokenize {
         /// The tokenizer component.
-        #[arg(long, default_value = "target/wasm32-wasip2/release/bert_tokenizer.wasm")]
+        #[arg(
+            long,
+            default_value = "target/wasm32-wasip2/release/bert_tokenizer.wasm"
+        )]
         component: PathBuf,
         /// Pad or truncate every row to this many tokens.
         #[arg(long, default_value_t = 128)]
@@ -69,7 +72,9 @@ async fn run(command: Command) -> Result<()> {
             text,
             pair,
         } => {
-            let texts: Vec<&str> = std::iter::once(text.as_str()).chain(pair.as_deref()).collect();
+            let texts: Vec<&str> = std::iter::once(text.as_str())
+                .chain(pair.as_deref())
+                .collect();
             let shape = if separate || texts.len() == 1 {
                 vec![texts.len() as i64]
             } else {
@@ -105,11 +110,18 @@ async fn run(command: Command) -> Result<()> {
 
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| {
-        format!("cannot read component {} (build it with `make components`)", path.display())
+        format!(
+            "cannot read component {} (build it with `make components`)",
+            path.display()
+        )
     })
 }
 
-async fn process(path: &Path, inputs: Vec<(String, Tensor)>, params: &[Param]) -> Result<Vec<(String, Tensor)>> {
+async fn process(
+    path: &Path,
+    inputs: Vec<(String, Tensor)>,
+    params: &[Param],
+) -> Result<Vec<(String, Tensor)>> {
     let runtime = Runtime::new(RuntimeConfig::default())?;
     let component = runtime.load(&read(path)?).await?;
     Ok(runtime

@@ -9,8 +9,12 @@ pub fn tensor(name: &str, t: &Tensor) -> String {
     let values: Vec<String> = match t.dtype() {
         DataType::Int64 => t.to_i64().map(|v| v.iter().map(i64::to_string).collect()),
         DataType::Int32 => t.to_i32().map(|v| v.iter().map(i32::to_string).collect()),
-        DataType::Fp32 => t.to_f32().map(|v| v.iter().map(|x| format!("{x:.6}")).collect()),
-        DataType::Fp64 => t.to_f64().map(|v| v.iter().map(|x| format!("{x:.6}")).collect()),
+        DataType::Fp32 => t
+            .to_f32()
+            .map(|v| v.iter().map(|x| format!("{x:.6}")).collect()),
+        DataType::Fp64 => t
+            .to_f64()
+            .map(|v| v.iter().map(|x| format!("{x:.6}")).collect()),
         DataType::Bytes => t.byte_strings().map(|v| {
             v.iter()
                 .map(|b| format!("{:?}", String::from_utf8_lossy(b)))

@@ -23,7 +23,9 @@ impl Inputs {
     pub fn take(&mut self, name: &str) -> Result<Tensor, Error> {
         match self.tensors.iter().position(|(n, _)| n == name) {
             Some(i) => Ok(self.tensors.swap_remove(i).1),
-            None => Err(Error::invalid_input(format!("missing input tensor `{name}`"))),
+            None => Err(Error::invalid_input(format!(
+                "missing input tensor `{name}`"
+            ))),
         }
     }
 

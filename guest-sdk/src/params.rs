@@ -16,7 +16,10 @@ impl Params {
 
     /// The raw value of `name`, if given.
     pub fn get(&self, name: &str) -> Option<&ParamValue> {
-        self.params.iter().find(|p| p.name == name).map(|p| &p.value)
+        self.params
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &p.value)
     }
 
     /// `name` as an integer, or `default` when absent. Strings holding integers are accepted.

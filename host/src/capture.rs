@@ -90,8 +90,12 @@ impl CapturedOutput {
     fn emit(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         match self.stream {
-            Stream::Stdout => tracing::info!(component = %self.component, stream = "stdout", "{text}"),
-            Stream::Stderr => tracing::warn!(component = %self.component, stream = "stderr", "{text}"),
+            Stream::Stdout => {
+                tracing::info!(component = %self.component, stream = "stdout", "{text}")
+            }
+            Stream::Stderr => {
+                tracing::warn!(component = %self.component, stream = "stderr", "{text}")
+            }
         }
     }
 }
@@ -120,7 +124,10 @@ impl AsyncWrite for CapturedOutput {
         Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 

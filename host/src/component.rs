@@ -56,9 +56,15 @@ impl std::fmt::Debug for Component {
 /// # Errors
 /// [`RuntimeError::WrongWorld`] when the processor export is missing or the
 /// component imports an interface that is neither WASI nor `conduit:compute@0.1`.
-pub(crate) fn classify_world(engine: &Engine, component: &wasmtime::component::Component) -> Result<World, RuntimeError> {
+pub(crate) fn classify_world(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+) -> Result<World, RuntimeError> {
     let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     if !exports.iter().any(|e| e == PROCESSOR_EXPORT) {
         return Err(RuntimeError::WrongWorld(format!(
             "it does not export `{PROCESSOR_EXPORT}` (exports: [{}])",

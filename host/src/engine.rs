@@ -49,7 +49,8 @@ pub fn build_engine(cfg: &EngineConfig) -> Result<Engine, RuntimeError> {
         // Conduit world uses it.
         .concurrency_support(false)
         .memory_init_cow(true);
-    Engine::new(&config).map_err(|e| RuntimeError::Internal(format!("building wasmtime engine: {e}")))
+    Engine::new(&config)
+        .map_err(|e| RuntimeError::Internal(format!("building wasmtime engine: {e}")))
 }
 
 /// A stable hash of everything that makes a precompiled artifact loadable by

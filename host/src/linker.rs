@@ -59,7 +59,13 @@ pub(crate) fn base_linker(engine: &Engine) -> Result<Linker<CallState>, RuntimeE
 }
 
 /// Interfaces the base linker provides (any 0.2.x / 0.1.x version).
-const PROVIDED: &[&str] = &["wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:cli/", "conduit:compute/"];
+const PROVIDED: &[&str] = &[
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:cli/",
+    "conduit:compute/",
+];
 
 /// The trap raised when a component calls an import the sandbox denies.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,8 @@ use std::pin::Pin;
 pub type NamedTensors = Vec<(String, Tensor)>;
 
 /// A boxed future returned by [`ModelBackend::infer`].
-pub type InferFuture<'a> = Pin<Box<dyn Future<Output = Result<NamedTensors, GuestError>> + Send + 'a>>;
+pub type InferFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<NamedTensors, GuestError>> + Send + 'a>>;
 
 /// Runs models on behalf of components that import `conduit:compute/model`.
 ///

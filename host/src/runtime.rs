@@ -121,18 +121,19 @@ impl Runtime {
         let started = Instant::now();
         let inner = self.inner.clone();
         let owned = bytes.to_vec();
-        let (compiled, world, pre) = tokio::task::spawn_blocking(move || -> Result<_, RuntimeError> {
-            let compiled = inner.compile(&digest, &owned)?;
-            let world = classify_world(&inner.engine, &compiled)?;
-            let linker = component_linker(&inner.linker, &compiled)?;
-            let pre = linker
-                .instantiate_pre(&compiled)
-                .and_then(PipelinePre::new)
-                .map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
-            Ok((compiled, world, pre))
-        })
-        .await
-        .map_err(|e| RuntimeError::Internal(format!("compile task failed: {e}")))??;
+        let (compiled, world, pre) =
+            tokio::task::spawn_blocking(move || -> Result<_, RuntimeError> {
+                let compiled = inner.compile(&digest, &owned)?;
+                let world = classify_world(&inner.engine, &compiled)?;
+                let linker = component_linker(&inner.linker, &compiled)?;
+                let pre = linker
+                    .instantiate_pre(&compiled)
+                    .and_then(PipelinePre::new)
+                    .map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
+                Ok((compiled, world, pre))
+            })
+            .await
+            .map_err(|e| RuntimeError::Internal(format!("compile task failed: {e}")))??;
         drop(compiled);
         let label: Arc<str> = digest.short().into();
         let signature = self
@@ -196,7 +197,9 @@ impl Runtime {
         limits: &SandboxLimits,
         models: Option<Arc<dyn ModelBackend>>,
     ) -> Result<NamedTensors, RuntimeError> {
-        let (mut store, permit) = self.new_store(component.label.clone(), limits, models).await?;
+        let (mut store, permit) = self
+            .new_store(component.label.clone(), limits, models)
+            .await?;
         let result = call_process(&component.pre, &mut store, inputs, params).await;
         let outcome = match result {
             Ok(Ok(outputs)) => take_outputs(&mut store, outputs),
@@ -207,12 +210,19 @@ impl Runtime {
         outcome
     }
 
-    async fn describe(&self, pre: &PipelinePre<CallState>, label: Arc<str>) -> Result<Signature, RuntimeError> {
+    async fn describe(
+        &self,
+        pre: &PipelinePre<CallState>,
+        label: Arc<str>,
+    ) -> Result<Signature, RuntimeError> {
         let limits = SandboxLimits::default();
         let (mut store, permit) = self.new_store(label, &limits, None).await?;
         let result = async {
             let instance = pre.instantiate_async(&mut store).await?;
-            instance.conduit_compute_processor().call_describe(&mut store).await
+            instance
+                .conduit_compute_processor()
+                .call_describe(&mut store)
+                .await
         }
         .await;
         let outcome = result
@@ -233,7 +243,8 @@ impl Runtime {
             inner.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(overloaded());
         }
-        let acquired = tokio::time::timeout_at(deadline.into(), inner.admission.clone().acquire_owned()).await;
+        let acquired =
+            tokio::time::timeout_at(deadline.into(), inner.admission.clone().acquire_owned()).await;
         inner.waiting.fetch_sub(1, Ordering::AcqRel);
         match acquired {
             Ok(Ok(permit)) => Ok(permit),
@@ -295,7 +306,10 @@ async fn call_process(
         .await
 }
 
-fn take_outputs(store: &mut Store<CallState>, outputs: Vec<NamedTensor>) -> Result<NamedTensors, RuntimeError> {
+fn take_outputs(
+    store: &mut Store<CallState>,
+    outputs: Vec<NamedTensor>,
+) -> Result<NamedTensors, RuntimeError> {
     let table = &mut store.data_mut().table;
     outputs
         .into_iter()
@@ -342,7 +356,11 @@ fn classify_trap(e: wasmtime::Error, limits: &SandboxLimits) -> RuntimeError {
 
 impl Inner {
     /// Compiles `bytes`, or loads the artifact a previous run cached for this engine.
-    fn compile(&self, digest: &Digest, bytes: &[u8]) -> Result<wasmtime::component::Component, RuntimeError> {
+    fn compile(
+        &self,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<wasmtime::component::Component, RuntimeError> {
         let cached = self
             .cache_dir
             .as_ref()
@@ -352,12 +370,14 @@ impl Inner {
         {
             // Read into memory rather than mmap the file: a cache entry that is
             // truncated or replaced under a running process must not crash it.
-            let loaded = std::fs::read(path).map_err(wasmtime::Error::from).and_then(|artifact| {
-                // SAFETY: the artifact was written by `Component::serialize` of an
-                // engine with the same compatibility key (part of the file name),
-                // and wasmtime checks that key and the artifact's header again.
-                unsafe { wasmtime::component::Component::deserialize(&self.engine, &artifact) }
-            });
+            let loaded = std::fs::read(path)
+                .map_err(wasmtime::Error::from)
+                .and_then(|artifact| {
+                    // SAFETY: the artifact was written by `Component::serialize` of an
+                    // engine with the same compatibility key (part of the file name),
+                    // and wasmtime checks that key and the artifact's header again.
+                    unsafe { wasmtime::component::Component::deserialize(&self.engine, &artifact) }
+                });
             match loaded {
                 Ok(c) => return Ok(c),
                 Err(e) => {
@@ -373,16 +393,19 @@ impl Inner {
         }
         let component = wasmtime::component::Component::new(&self.engine, bytes)
             .map_err(|e| RuntimeError::InvalidComponent(format!("{e:#}")))?;
-        if let Some(path) = &cached {
-            if let Err(e) = write_atomically(path, &component) {
-                tracing::warn!(path = %path.display(), "not caching compiled component: {e}");
-            }
+        if let Some(path) = &cached
+            && let Err(e) = write_atomically(path, &component)
+        {
+            tracing::warn!(path = %path.display(), "not caching compiled component: {e}");
         }
         Ok(component)
     }
 }
 
-fn write_atomically(path: &Path, component: &wasmtime::component::Component) -> std::io::Result<()> {
+fn write_atomically(
+    path: &Path,
+    component: &wasmtime::component::Component,
+) -> std::io::Result<()> {
     let bytes = component
         .serialize()
         .map_err(|e| std::io::Error::other(e.to_string()))?;

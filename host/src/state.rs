@@ -125,7 +125,12 @@ impl WasiView for CallState {
 }
 
 impl ResourceLimiter for CallState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> Result<bool> {
         if desired > self.limits.memory_bytes {
             return Err(wasmtime::Error::new(MemoryLimitExceeded {
                 limit: self.limits.memory_bytes,
@@ -135,7 +140,12 @@ impl ResourceLimiter for CallState {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, max: Option<usize>) -> Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        max: Option<usize>,
+    ) -> Result<bool> {
         Ok(max.is_none_or(|m| desired <= m))
     }
 }
@@ -222,7 +232,10 @@ fn unpack<T, const N: usize>(raw: &[u8], from_le: impl Fn([u8; N]) -> T) -> Vec<
 
 fn tensor_from_data(shape: Vec<i64>, data: TensorData) -> Result<Tensor, TensorError> {
     let (dtype, raw) = match data {
-        TensorData::Bool(v) => (DataType::Bool, Bytes::from(v.into_iter().map(u8::from).collect::<Vec<_>>())),
+        TensorData::Bool(v) => (
+            DataType::Bool,
+            Bytes::from(v.into_iter().map(u8::from).collect::<Vec<_>>()),
+        ),
         TensorData::Uint8(v) => (DataType::Uint8, Bytes::from(v)),
         TensorData::Uint16(v) => (DataType::Uint16, pack(&v, u16::to_le_bytes)),
         TensorData::Uint32(v) => (DataType::Uint32, pack(&v, u32::to_le_bytes)),
@@ -269,7 +282,11 @@ fn tensor_to_data(t: &Tensor) -> TensorData {
 impl wit::Host for CallState {}
 
 impl wit::HostTensor for CallState {
-    fn create(&mut self, shape: Vec<i64>, data: TensorData) -> Result<Result<Resource<Tensor>, wit::Error>> {
+    fn create(
+        &mut self,
+        shape: Vec<i64>,
+        data: TensorData,
+    ) -> Result<Result<Resource<Tensor>, wit::Error>> {
         match tensor_from_data(shape, data) {
             Ok(t) => Ok(Ok(self.push_created(t)?)),
             Err(e) => Ok(Err(invalid(e))),
@@ -304,7 +321,12 @@ impl wit::HostTensor for CallState {
         Ok(tensor_to_data(self.table.get(&this)?))
     }
 
-    fn read_raw(&mut self, this: Resource<Tensor>, offset: u64, len: u64) -> Result<Result<Vec<u8>, wit::Error>> {
+    fn read_raw(
+        &mut self,
+        this: Resource<Tensor>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Result<Vec<u8>, wit::Error>> {
         let data = self.table.get(&this)?.data();
         let range = usize::try_from(offset)
             .ok()
@@ -320,18 +342,27 @@ impl wit::HostTensor for CallState {
         })
     }
 
-    fn slice(&mut self, this: Resource<Tensor>, start: u64, end: u64) -> Result<Result<Resource<Tensor>, wit::Error>> {
-        let sliced = self
-            .table
-            .get(&this)?
-            .slice_rows(start.min(usize::MAX as u64) as usize, end.min(usize::MAX as u64) as usize);
+    fn slice(
+        &mut self,
+        this: Resource<Tensor>,
+        start: u64,
+        end: u64,
+    ) -> Result<Result<Resource<Tensor>, wit::Error>> {
+        let sliced = self.table.get(&this)?.slice_rows(
+            start.min(usize::MAX as u64) as usize,
+            end.min(usize::MAX as u64) as usize,
+        );
         match sliced {
             Ok(t) => Ok(Ok(self.push_view(t)?)),
             Err(e) => Ok(Err(invalid(e))),
         }
     }
 
-    fn reshape(&mut self, this: Resource<Tensor>, shape: Vec<i64>) -> Result<Result<Resource<Tensor>, wit::Error>> {
+    fn reshape(
+        &mut self,
+        this: Resource<Tensor>,
+        shape: Vec<i64>,
+    ) -> Result<Result<Resource<Tensor>, wit::Error>> {
         match self.table.get(&this)?.reshape(shape) {
             Ok(t) => Ok(Ok(self.push_view(t)?)),
             Err(e) => Ok(Err(invalid(e))),

@@ -144,7 +144,8 @@ impl fmt::Debug for Tensor {
 /// When a dimension is negative or the product overflows.
 pub fn element_count(shape: &[i64]) -> Result<usize, TensorError> {
     shape.iter().try_fold(1usize, |acc, &d| {
-        let d = usize::try_from(d).map_err(|_| err(format!("negative dimension {d} in {shape:?}")))?;
+        let d =
+            usize::try_from(d).map_err(|_| err(format!("negative dimension {d} in {shape:?}")))?;
         acc.checked_mul(d)
             .ok_or_else(|| err(format!("shape {shape:?} is too large")))
     })
@@ -254,7 +255,9 @@ impl Tensor {
         let mut shape = self.shape.clone();
         shape[0] = (end - start) as i64;
         let data = match self.dtype.element_size() {
-            Some(size) => self.data.slice(start * per_row * size..end * per_row * size),
+            Some(size) => self
+                .data
+                .slice(start * per_row * size..end * per_row * size),
             None => {
                 let offsets = bytes_offsets(&self.data, end * per_row)?;
                 let from = if start * per_row < offsets.len() {
@@ -301,7 +304,10 @@ impl Tensor {
         if self.dtype == dtype {
             Ok(())
         } else {
-            Err(err(format!("expected a {dtype} tensor, got {}", self.dtype)))
+            Err(err(format!(
+                "expected a {dtype} tensor, got {}",
+                self.dtype
+            )))
         }
     }
 }
@@ -358,9 +364,11 @@ fn bytes_offsets(data: &[u8], limit: usize) -> Result<Vec<(usize, usize)>, Tenso
     let mut offsets = Vec::new();
     let mut pos = 0;
     while pos < data.len() && offsets.len() < limit {
-        let header = data
-            .get(pos..pos + 4)
-            .ok_or_else(|| err(format!("BYTES element at offset {pos} has a truncated length")))?;
+        let header = data.get(pos..pos + 4).ok_or_else(|| {
+            err(format!(
+                "BYTES element at offset {pos} has a truncated length"
+            ))
+        })?;
         let len = u32::from_le_bytes(header.try_into().expect("4 bytes")) as usize;
         let start = pos + 4;
         let end = start
@@ -404,7 +412,11 @@ mod tests {
         let empty = t.slice_rows(3, 3).unwrap();
         assert_eq!(empty.num_elements(), 0);
         assert!(empty.byte_strings().unwrap().is_empty());
-        let bad = Tensor::new(DataType::Bytes, vec![1], Bytes::from_static(&[5, 0, 0, 0, 1]));
+        let bad = Tensor::new(
+            DataType::Bytes,
+            vec![1],
+            Bytes::from_static(&[5, 0, 0, 0, 1]),
+        );
         assert!(bad.unwrap_err().0.contains("overruns"));
     }
 

@@ -13,16 +13,56 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
-    Case { attack: "loop", kind: "timeout", message: "deadline" },
-    Case { attack: "memory", kind: "memory_limit", message: "memory limit of 67108864 bytes" },
-    Case { attack: "recursion", kind: "stack_overflow", message: "stack" },
-    Case { attack: "unreachable", kind: "trap", message: "unreachable" },
-    Case { attack: "panic", kind: "trap", message: "unreachable" },
-    Case { attack: "huge-output", kind: "output_too_large", message: "over the limit" },
-    Case { attack: "many-handles", kind: "output_too_large", message: "handles" },
-    Case { attack: "file", kind: "denied", message: "wasi:filesystem" },
-    Case { attack: "socket", kind: "denied", message: "wasi:sockets" },
-    Case { attack: "guest-error", kind: "guest_error", message: "rejects this input" },
+    Case {
+        attack: "loop",
+        kind: "timeout",
+        message: "deadline",
+    },
+    Case {
+        attack: "memory",
+        kind: "memory_limit",
+        message: "memory limit of 67108864 bytes",
+    },
+    Case {
+        attack: "recursion",
+        kind: "stack_overflow",
+        message: "stack",
+    },
+    Case {
+        attack: "unreachable",
+        kind: "trap",
+        message: "unreachable",
+    },
+    Case {
+        attack: "panic",
+        kind: "trap",
+        message: "unreachable",
+    },
+    Case {
+        attack: "huge-output",
+        kind: "output_too_large",
+        message: "over the limit",
+    },
+    Case {
+        attack: "many-handles",
+        kind: "output_too_large",
+        message: "handles",
+    },
+    Case {
+        attack: "file",
+        kind: "denied",
+        message: "wasi:filesystem",
+    },
+    Case {
+        attack: "socket",
+        kind: "denied",
+        message: "wasi:sockets",
+    },
+    Case {
+        attack: "guest-error",
+        kind: "guest_error",
+        message: "rejects this input",
+    },
 ];
 
 fn limits() -> SandboxLimits {
@@ -49,7 +89,10 @@ async fn each_attack_is_contained_with_its_own_error_kind() {
             let mut answered = 0;
             let stop = std::time::Instant::now() + Duration::from_secs(2);
             while std::time::Instant::now() < stop {
-                let out = runtime().process(&c, x(), &[], &limits(), None).await.unwrap();
+                let out = runtime()
+                    .process(&c, x(), &[], &limits(), None)
+                    .await
+                    .unwrap();
                 assert_eq!(output(&out, "y").to_f32().unwrap(), vec![1.0, 2.0]);
                 answered += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -64,20 +107,36 @@ async fn each_attack_is_contained_with_its_own_error_kind() {
             let c = c.clone();
             tokio::spawn(async move {
                 let params = [str_param("attack", case.attack)];
-                let err = runtime().process(&c, x(), &params, &limits(), None).await.unwrap_err();
+                let err = runtime()
+                    .process(&c, x(), &params, &limits(), None)
+                    .await
+                    .unwrap_err();
                 (case, err)
             })
         })
         .collect();
     for a in attacks {
         let (case, err) = a.await.unwrap();
-        assert_eq!(err.kind(), case.kind, "attack `{}` gave {err:?}", case.attack);
+        assert_eq!(
+            err.kind(),
+            case.kind,
+            "attack `{}` gave {err:?}",
+            case.attack
+        );
         let text = err.to_string();
-        assert!(text.contains(case.message), "attack `{}`: `{text}` lacks `{}`", case.attack, case.message);
+        assert!(
+            text.contains(case.message),
+            "attack `{}`: `{text}` lacks `{}`",
+            case.attack,
+            case.message
+        );
         assert_eq!(err.is_trap(), case.kind != "guest_error", "{err:?}");
     }
     let answered = neighbour.await.unwrap();
-    assert!(answered >= 20, "the neighbour answered only {answered} times");
+    assert!(
+        answered >= 20,
+        "the neighbour answered only {answered} times"
+    );
 }
 
 #[tokio::test]
@@ -91,7 +150,12 @@ async fn environment_and_host_files_are_invisible() {
         .await
         .unwrap();
     let vars = output(&out, "y");
-    assert_eq!(vars.num_elements(), 0, "guest saw environment: {:?}", vars.byte_strings());
+    assert_eq!(
+        vars.num_elements(),
+        0,
+        "guest saw environment: {:?}",
+        vars.byte_strings()
+    );
 }
 
 #[tokio::test]
@@ -99,7 +163,13 @@ async fn output_flood_is_capped_and_the_call_succeeds() {
     let rt = runtime();
     let c = rt.load(&component_bytes("adversary")).await.unwrap();
     let out = rt
-        .process(&c, x(), &[str_param("attack", "stdout-flood")], &limits(), None)
+        .process(
+            &c,
+            x(),
+            &[str_param("attack", "stdout-flood")],
+            &limits(),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(output(&out, "y").to_f32().unwrap(), vec![1.0, 2.0]);
@@ -110,22 +180,59 @@ async fn bad_binaries_are_rejected_at_load() {
     let rt = runtime();
     let tokenizer = component_bytes("softmax-topk");
     let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
-        ("empty", vec![], "invalid_component", "missing the \\0asm header"),
-        ("text", b"hello, I am not wasm".to_vec(), "invalid_component", "not a WebAssembly binary"),
-        ("core module", b"\0asm\x01\0\0\0".to_vec(), "invalid_component", "module"),
-        ("truncated", tokenizer[..tokenizer.len() / 2].to_vec(), "invalid_component", ""),
-        ("flipped bytes", corrupt(&tokenizer), "invalid_component", ""),
-        ("wrong world", component_bytes("wrong-world"), "wrong_world", "conduit:compute/processor@0.1.0"),
+        (
+            "empty",
+            vec![],
+            "invalid_component",
+            "missing the \\0asm header",
+        ),
+        (
+            "text",
+            b"hello, I am not wasm".to_vec(),
+            "invalid_component",
+            "not a WebAssembly binary",
+        ),
+        (
+            "core module",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "invalid_component",
+            "module",
+        ),
+        (
+            "truncated",
+            tokenizer[..tokenizer.len() / 2].to_vec(),
+            "invalid_component",
+            "",
+        ),
+        (
+            "flipped bytes",
+            corrupt(&tokenizer),
+            "invalid_component",
+            "",
+        ),
+        (
+            "wrong world",
+            component_bytes("wrong-world"),
+            "wrong_world",
+            "conduit:compute/processor@0.1.0",
+        ),
     ];
     for (name, bytes, kind, message) in cases {
         let err = rt.load(&bytes).await.unwrap_err();
         assert_eq!(err.kind(), kind, "{name}: {err:?}");
-        assert!(err.to_string().contains(message), "{name}: `{err}` lacks `{message}`");
+        assert!(
+            err.to_string().contains(message),
+            "{name}: `{err}` lacks `{message}`"
+        );
     }
     // The runtime still serves after all of that.
     let c = rt.load(&tokenizer).await.unwrap();
     let x = Tensor::from_f32(vec![1, 2], &[0.0, 1.0]).unwrap();
-    assert!(rt.process(&c, vec![("logits".into(), x)], &[], &limits(), None).await.is_ok());
+    assert!(
+        rt.process(&c, vec![("logits".into(), x)], &[], &limits(), None)
+            .await
+            .is_ok()
+    );
 }
 
 /// The component with a run of bytes in its code section overwritten.
@@ -144,7 +251,13 @@ async fn a_trapped_call_does_not_poison_the_component() {
     let c = rt.load(&component_bytes("adversary")).await.unwrap();
     for _ in 0..3 {
         let err = rt
-            .process(&c, x(), &[str_param("attack", "unreachable")], &limits(), None)
+            .process(
+                &c,
+                x(),
+                &[str_param("attack", "unreachable")],
+                &limits(),
+                None,
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, RuntimeError::Trap(_)), "{err:?}");

@@ -17,13 +17,22 @@ fn tokenize_prints_the_reference_ids_for_the_readme_pair() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let native = bert_tokenizer::encode(
         "The company Conduit is based in the Bay Area",
         Some("Conduit's headquarters are situated in Mountain View"),
         32,
     );
-    let ids = native.input_ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+    let ids = native
+        .input_ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     assert!(stdout.contains(&format!("[{ids}]")), "{stdout}");
     assert!(stdout.contains("input_ids: INT64 [1, 32]"), "{stdout}");
     assert!(native.input_ids.starts_with(&[101]), "[CLS] first");

@@ -2,7 +2,9 @@
 //! pipeline-world example drives models through the `model` import.
 
 use crate::common::*;
-use conduit_host::{GuestError, InferFuture, ModelBackend, NamedTensors, RuntimeError, SandboxLimits, Tensor};
+use conduit_host::{
+    GuestError, InferFuture, ModelBackend, NamedTensors, RuntimeError, SandboxLimits, Tensor,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -10,10 +12,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 async fn softmax_topk_matches_native() {
     let rt = runtime();
     let c = rt.load(&component_bytes("softmax-topk")).await.unwrap();
-    let logits: Vec<f32> = (0..4 * 1000).map(|i| ((i * 7919) % 1000) as f32 / 97.0 - 5.0).collect();
+    let logits: Vec<f32> = (0..4 * 1000)
+        .map(|i| ((i * 7919) % 1000) as f32 / 97.0 - 5.0)
+        .collect();
     let x = Tensor::from_f32(vec![4, 1000], &logits).unwrap();
     let out = rt
-        .process(&c, vec![("logits".into(), x)], &[int_param("k", 7)], &SandboxLimits::default(), None)
+        .process(
+            &c,
+            vec![("logits".into(), x)],
+            &[int_param("k", 7)],
+            &SandboxLimits::default(),
+            None,
+        )
         .await
         .unwrap();
     let (p, i) = softmax_topk::softmax_topk(&logits, 1000, 7);
@@ -26,22 +36,32 @@ async fn softmax_topk_matches_native() {
 }
 
 fn hidden_state(batch: usize, seq: usize, dim: usize) -> Vec<f32> {
-    (0..batch * seq * dim).map(|i| ((i * 31 % 17) as f32 - 8.0) / 3.0).collect()
+    (0..batch * seq * dim)
+        .map(|i| ((i * 31 % 17) as f32 - 8.0) / 3.0)
+        .collect()
 }
 
 #[tokio::test]
 async fn embedding_post_matches_native_pooling() {
     let (batch, seq, dim) = (4, 6, 384);
     let hidden = hidden_state(batch, seq, dim);
-    let mask: Vec<i64> = (0..batch * seq).map(|i| i64::from(i % seq < 2 + i / seq)).collect();
+    let mask: Vec<i64> = (0..batch * seq)
+        .map(|i| i64::from(i % seq < 2 + i / seq))
+        .collect();
     let rt = runtime();
     let c = rt.load(&component_bytes("embedding-post")).await.unwrap();
     let out = rt
         .process(
             &c,
             vec![
-                ("last_hidden_state".into(), Tensor::from_f32(vec![4, 6, 384], &hidden).unwrap()),
-                ("attention_mask".into(), Tensor::from_i64(vec![4, 6], &mask).unwrap()),
+                (
+                    "last_hidden_state".into(),
+                    Tensor::from_f32(vec![4, 6, 384], &hidden).unwrap(),
+                ),
+                (
+                    "attention_mask".into(),
+                    Tensor::from_i64(vec![4, 6], &mask).unwrap(),
+                ),
             ],
             &[],
             &SandboxLimits::default(),
@@ -85,7 +105,8 @@ impl ModelBackend for ToyEncoder {
                 .iter()
                 .flat_map(|&id| (0..dim).map(move |d| ((id * (d + 1)) % 7) as f32))
                 .collect();
-            let t = Tensor::from_f32(vec![batch, seq, dim], &values).map_err(|e| GuestError::Internal(e.0))?;
+            let t = Tensor::from_f32(vec![batch, seq, dim], &values)
+                .map_err(|e| GuestError::Internal(e.0))?;
             Ok(vec![("last_hidden_state".to_string(), t)])
         })
     }
@@ -95,32 +116,67 @@ impl ModelBackend for ToyEncoder {
 async fn pipeline_component_calls_models_through_the_host() {
     let rt = runtime();
     let c = rt.load(&component_bytes("embed-pipeline")).await.unwrap();
-    let backend = Arc::new(ToyEncoder { calls: AtomicUsize::new(0) });
+    let backend = Arc::new(ToyEncoder {
+        calls: AtomicUsize::new(0),
+    });
     let ids = [101i64, 7, 9, 102, 101, 7, 9, 102];
     let inputs = || {
         vec![
-            ("input_ids".to_string(), Tensor::from_i64(vec![2, 4], &ids).unwrap()),
-            ("attention_mask".to_string(), Tensor::from_i64(vec![2, 4], &[1; 8]).unwrap()),
-            ("token_type_ids".to_string(), Tensor::from_i64(vec![2, 4], &[0; 8]).unwrap()),
+            (
+                "input_ids".to_string(),
+                Tensor::from_i64(vec![2, 4], &ids).unwrap(),
+            ),
+            (
+                "attention_mask".to_string(),
+                Tensor::from_i64(vec![2, 4], &[1; 8]).unwrap(),
+            ),
+            (
+                "token_type_ids".to_string(),
+                Tensor::from_i64(vec![2, 4], &[0; 8]).unwrap(),
+            ),
         ]
     };
     let params = [str_param("model", "toy"), int_param("repeat", 3)];
     let out = rt
-        .process(&c, inputs(), &params, &SandboxLimits::default(), Some(backend.clone()))
+        .process(
+            &c,
+            inputs(),
+            &params,
+            &SandboxLimits::default(),
+            Some(backend.clone()),
+        )
         .await
         .unwrap();
     assert_eq!(backend.calls.load(Ordering::SeqCst), 3);
     let sims = output(&out, "similarity").to_f32().unwrap();
-    assert!((sims[0] - 1.0).abs() < 1e-6, "identical sentences must score 1: {sims:?}");
+    assert!(
+        (sims[0] - 1.0).abs() < 1e-6,
+        "identical sentences must score 1: {sims:?}"
+    );
     assert_eq!(output(&out, "embeddings").shape(), &[2, 8]);
 
     // Model errors reach the component, which reports them as its own.
     let err = rt
-        .process(&c, inputs(), &[str_param("model", "absent")], &SandboxLimits::default(), Some(backend))
+        .process(
+            &c,
+            inputs(),
+            &[str_param("model", "absent")],
+            &SandboxLimits::default(),
+            Some(backend),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(&err, RuntimeError::Guest(GuestError::NotFound(m)) if m.contains("absent")), "{err:?}");
+    assert!(
+        matches!(&err, RuntimeError::Guest(GuestError::NotFound(m)) if m.contains("absent")),
+        "{err:?}"
+    );
     // Without a model backend the import answers `unsupported`.
-    let err = rt.process(&c, inputs(), &[], &SandboxLimits::default(), None).await.unwrap_err();
-    assert!(matches!(&err, RuntimeError::Guest(GuestError::Unsupported(_))), "{err:?}");
+    let err = rt
+        .process(&c, inputs(), &[], &SandboxLimits::default(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::Guest(GuestError::Unsupported(_))),
+        "{err:?}"
+    );
 }

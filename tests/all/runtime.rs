@@ -2,9 +2,7 @@
 //! handle API, concurrency, the disk cache, admission.
 
 use crate::common::*;
-use conduit_host::{
-    DataType, Digest, RuntimeError, SandboxLimits, Tensor, TensorSpec, World,
-};
+use conduit_host::{DataType, Digest, RuntimeError, SandboxLimits, Tensor, TensorSpec, World};
 use std::sync::Arc;
 
 #[tokio::test]
@@ -30,30 +28,55 @@ async fn loads_examples_and_reads_their_signatures() {
     assert!(Arc::ptr_eq(&topk, &rt.load(&bytes).await.unwrap()));
 }
 
-async fn tensor_ops(op: &str, inputs: Vec<(String, Tensor)>, extra: Vec<conduit_host::Param>) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+async fn tensor_ops(
+    op: &str,
+    inputs: Vec<(String, Tensor)>,
+    extra: Vec<conduit_host::Param>,
+) -> Result<Vec<(String, Tensor)>, RuntimeError> {
     let rt = runtime();
     let c = rt.load(&component_bytes("tensor-ops")).await.unwrap();
     let mut params = vec![str_param("op", op)];
     params.extend(extra);
-    rt.process(&c, inputs, &params, &SandboxLimits::default(), None).await
+    rt.process(&c, inputs, &params, &SandboxLimits::default(), None)
+        .await
 }
 
 #[tokio::test]
 async fn routed_tensors_are_not_copied() {
     let x = Tensor::from_f32(vec![1024, 256], &vec![0.5; 1024 * 256]).unwrap();
-    let out = tensor_ops("route", vec![("x".into(), x.clone())], vec![]).await.unwrap();
+    let out = tensor_ops("route", vec![("x".into(), x.clone())], vec![])
+        .await
+        .unwrap();
     let y = output(&out, "x");
     assert_eq!(y, &x);
-    assert_eq!(y.data().as_ptr(), x.data().as_ptr(), "routing must share storage");
+    assert_eq!(
+        y.data().as_ptr(),
+        x.data().as_ptr(),
+        "routing must share storage"
+    );
 
-    let out = tensor_ops("slice", vec![("x".into(), x.clone())], vec![int_param("start", 3), int_param("end", 5)]).await.unwrap();
+    let out = tensor_ops(
+        "slice",
+        vec![("x".into(), x.clone())],
+        vec![int_param("start", 3), int_param("end", 5)],
+    )
+    .await
+    .unwrap();
     let y = output(&out, "x");
     assert_eq!(y.shape(), &[2, 256]);
-    assert_eq!(y.data().as_ptr(), x.data()[3 * 256 * 4..].as_ptr(), "slices must share storage");
+    assert_eq!(
+        y.data().as_ptr(),
+        x.data()[3 * 256 * 4..].as_ptr(),
+        "slices must share storage"
+    );
 
-    let out = tensor_ops("share", vec![("x".into(), x.clone())], vec![]).await.unwrap();
+    let out = tensor_ops("share", vec![("x".into(), x.clone())], vec![])
+        .await
+        .unwrap();
     assert_eq!(output(&out, "x_again").data().as_ptr(), x.data().as_ptr());
-    let out = tensor_ops("reshape", vec![("x".into(), x.clone())], vec![]).await.unwrap();
+    let out = tensor_ops("reshape", vec![("x".into(), x.clone())], vec![])
+        .await
+        .unwrap();
     assert_eq!(output(&out, "x").shape(), &[1024 * 256]);
     assert_eq!(output(&out, "x").data().as_ptr(), x.data().as_ptr());
 }
@@ -79,15 +102,23 @@ async fn every_dtype_round_trips_through_the_component() {
     ];
     for op in ["copy", "raw"] {
         for t in &cases {
-            let out = tensor_ops(op, vec![("x".into(), t.clone())], vec![]).await.unwrap();
+            let out = tensor_ops(op, vec![("x".into(), t.clone())], vec![])
+                .await
+                .unwrap();
             let y = output(&out, "x");
             assert_eq!(y, t, "{op} changed a {} tensor", t.dtype());
             if t.byte_size() > 0 {
-                assert_ne!(y.data().as_ptr(), t.data().as_ptr(), "{op} must make a new tensor");
+                assert_ne!(
+                    y.data().as_ptr(),
+                    t.data().as_ptr(),
+                    "{op} must make a new tensor"
+                );
             }
         }
     }
-    let out = tensor_ops("describe", vec![("x".into(), cases[8].clone())], vec![]).await.unwrap();
+    let out = tensor_ops("describe", vec![("x".into(), cases[8].clone())], vec![])
+        .await
+        .unwrap();
     let text = output(&out, "x").byte_strings().unwrap()[0].to_vec();
     assert_eq!(String::from_utf8(text).unwrap(), "INT64 [2, 2] 32");
 }
@@ -99,18 +130,30 @@ fn bytes_of(b: &[u8]) -> bytes::Bytes {
 #[tokio::test]
 async fn bad_tensor_requests_are_guest_errors() {
     let x = Tensor::from_f32(vec![2, 2], &[0.0; 4]).unwrap();
-    let err = tensor_ops("slice", vec![("x".into(), x.clone())], vec![int_param("start", 1), int_param("end", 9)])
-        .await
-        .unwrap_err();
+    let err = tensor_ops(
+        "slice",
+        vec![("x".into(), x.clone())],
+        vec![int_param("start", 1), int_param("end", 9)],
+    )
+    .await
+    .unwrap_err();
     match err {
         RuntimeError::Guest(e) => {
             assert_eq!(e.kind(), "invalid_input");
-            assert!(e.message().contains("outside a first dimension of 2"), "{e}");
+            assert!(
+                e.message().contains("outside a first dimension of 2"),
+                "{e}"
+            );
         }
         other => panic!("expected a guest error, got {other:?}"),
     }
-    let err = tensor_ops("explode", vec![("x".into(), x)], vec![]).await.unwrap_err();
-    assert!(matches!(&err, RuntimeError::Guest(e) if e.message().contains("unknown op `explode`")), "{err:?}");
+    let err = tensor_ops("explode", vec![("x".into(), x)], vec![])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::Guest(e) if e.message().contains("unknown op `explode`")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +169,13 @@ async fn many_concurrent_calls_each_get_their_own_answer() {
             logits[hot] = 5.0;
             let x = Tensor::from_f32(vec![1, 10], &logits).unwrap();
             let out = runtime()
-                .process(&c, vec![("logits".into(), x)], &[int_param("k", 1)], &SandboxLimits::default(), None)
+                .process(
+                    &c,
+                    vec![("logits".into(), x)],
+                    &[int_param("k", 1)],
+                    &SandboxLimits::default(),
+                    None,
+                )
                 .await
                 .unwrap();
             assert_eq!(output(&out, "indices").to_i64().unwrap(), vec![hot as i64]);
@@ -151,14 +200,30 @@ async fn compiled_components_are_cached_on_disk() {
     let bytes = component_bytes("softmax-topk");
     let first = conduit_host::Runtime::new(config()).unwrap();
     first.load(&bytes).await.unwrap();
-    let cached: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let cached: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(cached.len(), 1, "{cached:?}");
-    assert!(cached[0].to_string_lossy().contains(&Digest::of(&bytes).hex()));
+    assert!(
+        cached[0]
+            .to_string_lossy()
+            .contains(&Digest::of(&bytes).hex())
+    );
     // A second runtime (same engine settings) loads from the cache and runs.
     let second = conduit_host::Runtime::new(config()).unwrap();
     let c = second.load(&bytes).await.unwrap();
     let x = Tensor::from_f32(vec![1, 2], &[0.0, 1.0]).unwrap();
-    let out = second.process(&c, vec![("logits".into(), x)], &[], &SandboxLimits::default(), None).await.unwrap();
+    let out = second
+        .process(
+            &c,
+            vec![("logits".into(), x)],
+            &[],
+            &SandboxLimits::default(),
+            None,
+        )
+        .await
+        .unwrap();
     assert_eq!(output(&out, "indices").to_i64().unwrap(), vec![1, 0]);
     // A corrupt cache entry is discarded and recompiled, never trusted.
     std::fs::write(&cached[0], b"garbage").unwrap();
@@ -187,22 +252,34 @@ async fn a_full_pool_fails_fast_with_overloaded() {
     // The instance that ran `describe()` at load holds its slot until torn down.
     let start = std::time::Instant::now();
     while rt.slots_in_use() > 0 {
-        assert!(start.elapsed() < std::time::Duration::from_secs(5), "teardown never finished");
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "teardown never finished"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     let busy: Vec<_> = (0..2)
         .map(|_| {
             let (rt, c, slow) = (rt.clone(), c.clone(), slow.clone());
             let inputs = x();
-            tokio::spawn(async move { rt.process(&c, inputs, &[str_param("attack", "loop")], &slow, None).await })
+            tokio::spawn(async move {
+                rt.process(&c, inputs, &[str_param("attack", "loop")], &slow, None)
+                    .await
+            })
         })
         .collect();
     let start = std::time::Instant::now();
     while rt.slots_in_use() < 2 {
-        assert!(start.elapsed() < std::time::Duration::from_secs(5), "the busy calls never started");
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "the busy calls never started"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    let err = rt.process(&c, x(), &[], &SandboxLimits::default(), None).await.unwrap_err();
+    let err = rt
+        .process(&c, x(), &[], &SandboxLimits::default(), None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, RuntimeError::Overloaded(2)), "{err:?}");
     for b in busy {
         assert!(matches!(b.await.unwrap(), Err(RuntimeError::Timeout(_))));
@@ -210,7 +287,11 @@ async fn a_full_pool_fails_fast_with_overloaded() {
     // Once the slots are torn down the pool serves again.
     let mut ok = false;
     for _ in 0..50 {
-        if rt.process(&c, x(), &[], &SandboxLimits::default(), None).await.is_ok() {
+        if rt
+            .process(&c, x(), &[], &SandboxLimits::default(), None)
+            .await
+            .is_ok()
+        {
             ok = true;
             break;
         }

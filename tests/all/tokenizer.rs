@@ -24,17 +24,26 @@ fn load_corpus() -> (Vec<Case>, Vec<Expected>) {
     let corpus = std::fs::read_to_string(root.join("tests/data/tokenizer_corpus.json")).unwrap();
     let reference_path = root.join("testdata/tokenizer_reference.json");
     let reference = std::fs::read_to_string(&reference_path).unwrap_or_else(|_| {
-        panic!("{} is missing: run `make reference`", reference_path.display())
+        panic!(
+            "{} is missing: run `make reference`",
+            reference_path.display()
+        )
     });
     let cases: Vec<Case> = serde_json::from_str(&corpus).unwrap();
     let expected: Vec<Expected> = serde_json::from_str(&reference).unwrap();
-    assert_eq!(cases.len(), expected.len(), "corpus and reference differ in length");
+    assert_eq!(
+        cases.len(),
+        expected.len(),
+        "corpus and reference differ in length"
+    );
     assert!(cases.len() >= 200);
     (cases, expected)
 }
 
 fn rows(outputs: &[(String, Tensor)], row: usize, width: usize) -> Expected {
-    let take = |name: &str| output(outputs, name).to_i64().unwrap()[row * width..(row + 1) * width].to_vec();
+    let take = |name: &str| {
+        output(outputs, name).to_i64().unwrap()[row * width..(row + 1) * width].to_vec()
+    };
     Expected {
         input_ids: take("input_ids"),
         attention_mask: take("attention_mask"),
@@ -49,17 +58,29 @@ async fn component_matches_python_tokenizers_on_the_corpus() {
     let c = rt.load(&component_bytes("bert-tokenizer")).await.unwrap();
     for (i, (case, want)) in cases.iter().zip(&expected).enumerate() {
         let text = match &case.pair {
-            Some(pair) => Tensor::from_byte_strings(vec![1, 2], [case.text.as_str(), pair.as_str()]),
+            Some(pair) => {
+                Tensor::from_byte_strings(vec![1, 2], [case.text.as_str(), pair.as_str()])
+            }
             None => Tensor::from_byte_strings(vec![1], [case.text.as_str()]),
         }
         .unwrap();
         let out = rt
-            .process(&c, vec![("text".into(), text)], &[int_param("max_length", case.max_length)], &SandboxLimits::default(), None)
+            .process(
+                &c,
+                vec![("text".into(), text)],
+                &[int_param("max_length", case.max_length)],
+                &SandboxLimits::default(),
+                None,
+            )
             .await
             .unwrap_or_else(|e| panic!("case {i} failed: {e}"));
         assert_eq!(output(&out, "input_ids").shape(), &[1, case.max_length]);
         let got = rows(&out, 0, case.max_length as usize);
-        assert_eq!(&got, want, "case {i}: text {:?} pair {:?}", case.text, case.pair);
+        assert_eq!(
+            &got, want,
+            "case {i}: text {:?} pair {:?}",
+            case.text, case.pair
+        );
     }
 }
 
@@ -72,9 +93,25 @@ async fn batched_texts_equal_one_at_a_time() {
     assert!(batch.len() >= 50);
     let rt = runtime();
     let c = rt.load(&component_bytes("bert-tokenizer")).await.unwrap();
-    let text = Tensor::from_byte_strings(vec![batch.len() as i64], batch.iter().map(|&i| cases[i].text.as_str())).unwrap();
-    let out = rt.process(&c, vec![("text".into(), text)], &[], &SandboxLimits::default(), None).await.unwrap();
-    assert_eq!(output(&out, "attention_mask").shape(), &[batch.len() as i64, 128]);
+    let text = Tensor::from_byte_strings(
+        vec![batch.len() as i64],
+        batch.iter().map(|&i| cases[i].text.as_str()),
+    )
+    .unwrap();
+    let out = rt
+        .process(
+            &c,
+            vec![("text".into(), text)],
+            &[],
+            &SandboxLimits::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        output(&out, "attention_mask").shape(),
+        &[batch.len() as i64, 128]
+    );
     for (row, &i) in batch.iter().enumerate() {
         assert_eq!(rows(&out, row, 128), expected[i], "row {row} (case {i})");
     }
@@ -86,12 +123,33 @@ async fn bad_tokenizer_input_is_a_clear_guest_error() {
     let c = rt.load(&component_bytes("bert-tokenizer")).await.unwrap();
     let cases = vec![
         (Tensor::from_f32(vec![1], &[1.0]).unwrap(), vec![], "BYTES"),
-        (Tensor::from_byte_strings(vec![1, 3], ["a", "b", "c"]).unwrap(), vec![], "2"),
-        (Tensor::from_byte_strings(vec![1], [&b"\xff\xfe"[..]]).unwrap(), vec![], "UTF-8"),
-        (Tensor::from_byte_strings(vec![1], ["ok"]).unwrap(), vec![int_param("max_length", 100_000)], "max_length"),
+        (
+            Tensor::from_byte_strings(vec![1, 3], ["a", "b", "c"]).unwrap(),
+            vec![],
+            "2",
+        ),
+        (
+            Tensor::from_byte_strings(vec![1], [&b"\xff\xfe"[..]]).unwrap(),
+            vec![],
+            "UTF-8",
+        ),
+        (
+            Tensor::from_byte_strings(vec![1], ["ok"]).unwrap(),
+            vec![int_param("max_length", 100_000)],
+            "max_length",
+        ),
     ];
     for (t, params, needle) in cases {
-        let err = rt.process(&c, vec![("text".into(), t)], &params, &SandboxLimits::default(), None).await.unwrap_err();
+        let err = rt
+            .process(
+                &c,
+                vec![("text".into(), t)],
+                &params,
+                &SandboxLimits::default(),
+                None,
+            )
+            .await
+            .unwrap_err();
         match &err {
             conduit_host::RuntimeError::Guest(g) => {
                 assert_eq!(g.kind(), "invalid_input", "{err}");

@@ -13,11 +13,18 @@
 
 #[cfg(target_arch = "wasm32")]
 mod component {
-    use conduit_guest::{DataType, Error, Inputs, Outputs, Params, Processor, Signature, Tensor, infer};
+    use conduit_guest::{
+        DataType, Error, Inputs, Outputs, Params, Processor, Signature, Tensor, infer,
+    };
 
     struct EmbedPipeline;
 
-    fn run_model(model: &str, ids: &Tensor, mask: &Tensor, types: &Tensor) -> Result<Tensor, Error> {
+    fn run_model(
+        model: &str,
+        ids: &Tensor,
+        mask: &Tensor,
+        types: &Tensor,
+    ) -> Result<Tensor, Error> {
         let inputs = Outputs::new()
             .with("input_ids", ids.share())
             .with("attention_mask", mask.share())
@@ -47,7 +54,9 @@ mod component {
             let values = hidden.to_f32()?;
             for _ in 1..repeat {
                 if run_model(&model, &ids, &mask, &types)?.to_f32()? != values {
-                    return Err(Error::internal(format!("model `{model}` is not deterministic")));
+                    return Err(Error::internal(format!(
+                        "model `{model}` is not deterministic"
+                    )));
                 }
             }
             let shape = hidden.shape();
@@ -62,7 +71,10 @@ mod component {
             let sims = pooling::cosine_pairs(&emb, dim);
             Ok(Outputs::new()
                 .with("similarity", Tensor::from_f32(&[sims.len() as i64], sims)?)
-                .with("embeddings", Tensor::from_f32(&[batch as i64, dim as i64], emb)?))
+                .with(
+                    "embeddings",
+                    Tensor::from_f32(&[batch as i64, dim as i64], emb)?,
+                ))
         }
     }
 

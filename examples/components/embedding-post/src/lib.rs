@@ -36,7 +36,10 @@ mod component {
             let sims = pooling::cosine_pairs(&emb, dim);
             Ok(Outputs::new()
                 .with("similarity", Tensor::from_f32(&[sims.len() as i64], sims)?)
-                .with("embeddings", Tensor::from_f32(&[batch as i64, dim as i64], emb)?))
+                .with(
+                    "embeddings",
+                    Tensor::from_f32(&[batch as i64, dim as i64], emb)?,
+                ))
         }
     }
 

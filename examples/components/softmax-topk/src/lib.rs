@@ -75,7 +75,9 @@ mod component {
             };
             let k = params.i64_or("k", 5)?;
             if k < 1 {
-                return Err(Error::invalid_input(format!("parameter `k` must be at least 1, got {k}")));
+                return Err(Error::invalid_input(format!(
+                    "parameter `k` must be at least 1, got {k}"
+                )));
             }
             let k = (k as usize).min(classes as usize);
             let (probs, idx) = crate::softmax_topk(&logits.to_f32()?, classes as usize, k);

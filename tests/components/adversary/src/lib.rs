@@ -11,12 +11,20 @@ mod component {
 
     #[inline(never)]
     fn ping(n: u64) -> u64 {
-        if n == 0 { 1 } else { pong(n - 1).wrapping_mul(3).wrapping_add(n) }
+        if n == 0 {
+            1
+        } else {
+            pong(n - 1).wrapping_mul(3).wrapping_add(n)
+        }
     }
 
     #[inline(never)]
     fn pong(n: u64) -> u64 {
-        if n == 0 { 2 } else { ping(n - 1).rotate_left(1) ^ n }
+        if n == 0 {
+            2
+        } else {
+            ping(n - 1).rotate_left(1) ^ n
+        }
     }
 
     impl Processor for Adversary {
@@ -65,11 +73,14 @@ mod component {
                     }
                 }
                 "file" => match std::fs::read("/etc/passwd") {
-                    Ok(bytes) => Ok(Outputs::new().with("y", Tensor::from_u8(&[bytes.len() as i64], bytes)?)),
+                    Ok(bytes) => Ok(
+                        Outputs::new().with("y", Tensor::from_u8(&[bytes.len() as i64], bytes)?)
+                    ),
                     Err(e) => Err(Error::internal(format!("open failed: {e}"))),
                 },
                 "env" => {
-                    let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+                    let vars: Vec<String> =
+                        std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
                     let n = vars.len() as i64;
                     Ok(Outputs::new().with("y", Tensor::from_strings(&[n], vars)?))
                 }

@@ -46,10 +46,14 @@ mod component {
                     }
                     "raw" => {
                         let raw = t.read_raw(0, t.byte_size()).map_err(Error::from)?;
-                        out.push(name, Tensor::from_raw(t.dtype(), &t.shape(), &raw).map_err(Error::from)?);
+                        out.push(
+                            name,
+                            Tensor::from_raw(t.dtype(), &t.shape(), &raw).map_err(Error::from)?,
+                        );
                     }
                     "describe" => {
-                        let text = format!("{} {:?} {}", t.dtype().as_str(), t.shape(), t.byte_size());
+                        let text =
+                            format!("{} {:?} {}", t.dtype().as_str(), t.shape(), t.byte_size());
                         out.push(name, Tensor::from_strings(&[1], [text])?);
                     }
                     other => return Err(Error::invalid_input(format!("unknown op `{other}`"))),
