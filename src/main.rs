@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use conduit_host::{Param, ParamValue, Runtime, RuntimeConfig, SandboxLimits, Tensor};
+use conduit_host::{CallContext, Param, ParamValue, Runtime, RuntimeConfig, Tensor};
 use std::path::{Path, PathBuf};
 
 mod print;
@@ -125,6 +125,6 @@ async fn process(
     let runtime = Runtime::new(RuntimeConfig::default())?;
     let component = runtime.load(&read(path)?).await?;
     Ok(runtime
-        .process(&component, inputs, params, &SandboxLimits::default(), None)
+        .process(&component, inputs, params, &CallContext::new("local"))
         .await?)
 }

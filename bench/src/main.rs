@@ -1,1 +1,312 @@
-fn main() {}
+//! Component benchmarks, reported as ratios measured in one run:
+//!
+//! 1. the component cost a request pays for a tiny input (instantiate + call),
+//! 2. the tokenizer and softmax-top-k in WASM vs the same Rust natively,
+//! 3. 1 MiB and 16 MiB tensors through a component: routed (handle) vs copied.
+//!
+//! Run with `make bench` (or `cargo run --release -p conduit-bench -- --components DIR`).
+
+mod harness;
+
+use anyhow::{Context, Result, bail};
+use conduit_host::{
+    CallContext, Component, Param, ParamValue, Runtime, RuntimeConfig, SandboxLimits, Tensor,
+};
+use harness::{Budget, Stats, time_async, time_sync, us};
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+const PAIR: [&str; 2] = [
+    "The company Conduit is based in the Bay Area",
+    "Conduit's headquarters are situated in Mountain View",
+];
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut dir = PathBuf::from("target/wasm32-wasip2/release");
+    let mut quick = false;
+    let mut overhead_only = false;
+    let mut engine = conduit_host::EngineConfig::default();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--components" => {
+                dir = args
+                    .next()
+                    .context("--components needs a directory")?
+                    .into()
+            }
+            "--quick" => quick = true,
+            "--overhead-only" => overhead_only = true,
+            "--keep-resident" => {
+                engine.memory_keep_resident = args
+                    .next()
+                    .context("--keep-resident needs bytes")?
+                    .parse()?
+            }
+            other => bail!("unknown argument `{other}` (use --components DIR [--quick])"),
+        }
+    }
+    let budget = if quick {
+        Budget {
+            warmup: Duration::from_millis(100),
+            measure: Duration::from_millis(300),
+            max_iters: 20_000,
+        }
+    } else {
+        Budget {
+            warmup: Duration::from_millis(500),
+            measure: Duration::from_secs(2),
+            max_iters: 200_000,
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(dir, budget, engine, overhead_only))
+}
+
+struct Bench {
+    runtime: Runtime,
+    ctx: CallContext,
+    fresh: CallContext,
+    budget: Budget,
+}
+
+impl Bench {
+    async fn load(&self, dir: &std::path::Path, name: &str) -> Result<Arc<Component>> {
+        let path = dir.join(format!("{name}.wasm"));
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("reading {} (run `make components`)", path.display()))?;
+        Ok(self.runtime.load(&bytes).await?)
+    }
+
+    async fn call(&self, c: &Component, inputs: &[(String, Tensor)], params: &[Param]) -> Stats {
+        self.call_in(&self.ctx, c, inputs, params).await
+    }
+
+    async fn call_in(
+        &self,
+        ctx: &CallContext,
+        c: &Component,
+        inputs: &[(String, Tensor)],
+        params: &[Param],
+    ) -> Stats {
+        time_async(self.budget, || async {
+            let out = self
+                .runtime
+                .process(c, inputs.to_vec(), params, ctx)
+                .await
+                .expect("component call");
+            black_box(out);
+        })
+        .await
+    }
+}
+
+fn param(name: &str, value: ParamValue) -> Param {
+    Param {
+        name: name.into(),
+        value,
+    }
+}
+
+fn row(name: &str, s: Stats) {
+    println!(
+        "| {name:<52} | {:>10.1} | {:>10.1} | {:>8} |",
+        us(s.p50),
+        us(s.p90),
+        s.n
+    );
+}
+
+async fn run(
+    dir: PathBuf,
+    budget: Budget,
+    engine: conduit_host::EngineConfig,
+    overhead_only: bool,
+) -> Result<()> {
+    let bench = Bench {
+        runtime: Runtime::new(RuntimeConfig {
+            engine,
+            cache_dir: None,
+        })?,
+        ctx: CallContext::new("bench"),
+        fresh: CallContext::new("bench").with_limits(SandboxLimits {
+            reuse_instances: false,
+            ..SandboxLimits::default()
+        }),
+        budget,
+    };
+    println!(
+        "| operation                                            |   p50 (µs) |   p90 (µs) |    iters |"
+    );
+    println!(
+        "|------------------------------------------------------|-----------:|-----------:|---------:|"
+    );
+
+    // 1. Request-path cost of a component on a tiny input.
+    let ops = bench.load(&dir, "tensor_ops").await?;
+    let tiny = vec![(
+        "x".to_string(),
+        Tensor::from_f32(vec![4], &[1.0, 2.0, 3.0, 4.0])?,
+    )];
+    let route = [param("op", ParamValue::String("route".into()))];
+    let overhead = bench.call(&ops, &tiny, &route).await;
+    let fresh_overhead = bench.call_in(&bench.fresh, &ops, &tiny, &route).await;
+    row("component call, tiny tensor, warm instance", overhead);
+    row(
+        "component call, tiny tensor, fresh instance",
+        fresh_overhead,
+    );
+    if overhead_only {
+        return Ok(());
+    }
+
+    // 2. WASM vs native: tokenizer.
+    let tok = bench.load(&dir, "bert_tokenizer").await?;
+    let pair = vec![(
+        "text".to_string(),
+        Tensor::from_byte_strings(vec![1, 2], PAIR)?,
+    )];
+    let len128 = [param("max_length", ParamValue::Int64(128))];
+    let tok_pair_wasm = bench.call(&tok, &pair, &len128).await;
+    let tok_pair_native = time_sync(budget, || {
+        black_box(bert_tokenizer::encode(
+            black_box(PAIR[0]),
+            Some(black_box(PAIR[1])),
+            128,
+        ));
+    });
+    row("tokenizer, 1 pair, WASM (whole call)", tok_pair_wasm);
+    row("tokenizer, 1 pair, native", tok_pair_native);
+
+    let corpus = batch_texts(32);
+    let refs: Vec<&str> = corpus.iter().map(String::as_str).collect();
+    let batch = vec![(
+        "text".to_string(),
+        Tensor::from_byte_strings(vec![refs.len() as i64], &refs)?,
+    )];
+    let tok_batch_wasm = bench.call(&tok, &batch, &len128).await;
+    let tok_batch_native = time_sync(budget, || {
+        black_box(bert_tokenizer::encode_batch(black_box(&refs), None, 128));
+    });
+    row("tokenizer, 32 texts, WASM (whole call)", tok_batch_wasm);
+    row("tokenizer, 32 texts, native", tok_batch_native);
+
+    // 2b. WASM vs native: softmax + top-k over [32, 1000] logits.
+    let topk = bench.load(&dir, "softmax_topk").await?;
+    let logits: Vec<f32> = (0..32 * 1000)
+        .map(|i| ((i * 7919) % 1000) as f32 / 97.0 - 5.0)
+        .collect();
+    let lt = vec![(
+        "logits".to_string(),
+        Tensor::from_f32(vec![32, 1000], &logits)?,
+    )];
+    let k5 = [param("k", ParamValue::Int64(5))];
+    let topk_wasm = bench.call(&topk, &lt, &k5).await;
+    let topk_native = time_sync(budget, || {
+        black_box(softmax_topk::softmax_topk(black_box(&logits), 1000, 5));
+    });
+    row("softmax+top5, [32,1000], WASM (whole call)", topk_wasm);
+    row("softmax+top5, [32,1000], native", topk_native);
+
+    // 3. Large tensors: routed handle vs copied through the guest.
+    let mut transfer = Vec::new();
+    for mib in [1usize, 16] {
+        let n = (mib << 20) / 4;
+        let big = vec![(
+            "x".to_string(),
+            Tensor::from_f32(vec![n as i64], &vec![0.25; n])?,
+        )];
+        let routed = bench.call(&ops, &big, &route).await;
+        let copy = [param("op", ParamValue::String("copy".into()))];
+        let copied = bench.call(&ops, &big, &copy).await;
+        let copied_fresh = bench.call_in(&bench.fresh, &ops, &big, &copy).await;
+        row(&format!("{mib} MiB FP32 tensor, routed (handle)"), routed);
+        row(
+            &format!("{mib} MiB FP32 tensor, copied in and out, warm"),
+            copied,
+        );
+        row(
+            &format!("{mib} MiB FP32 tensor, copied in and out, fresh"),
+            copied_fresh,
+        );
+        transfer.push((mib, routed, copied));
+    }
+
+    let ratio = |a: Stats, b: Stats| us(a.p50) / us(b.p50);
+    let net = |wasm: Stats| (us(wasm.p50) - us(overhead.p50)).max(0.0);
+    println!();
+    println!("| ratio (p50)                                          |   value |");
+    println!("|------------------------------------------------------|--------:|");
+    println!(
+        "| component overhead, tiny input, warm instance (µs)   | {:>7.1} |",
+        us(overhead.p50)
+    );
+    println!(
+        "| component overhead, tiny input, fresh instance (µs)  | {:>7.1} |",
+        us(fresh_overhead.p50)
+    );
+    println!(
+        "| tokenizer 1 pair: WASM call / native                 | {:>7.2} |",
+        ratio(tok_pair_wasm, tok_pair_native)
+    );
+    println!(
+        "| tokenizer 1 pair: (WASM call - overhead) / native    | {:>7.2} |",
+        net(tok_pair_wasm) / us(tok_pair_native.p50)
+    );
+    println!(
+        "| tokenizer 32 texts: WASM call / native               | {:>7.2} |",
+        ratio(tok_batch_wasm, tok_batch_native)
+    );
+    println!(
+        "| tokenizer 32 texts: (WASM call - overhead) / native  | {:>7.2} |",
+        net(tok_batch_wasm) / us(tok_batch_native.p50)
+    );
+    println!(
+        "| softmax+top5: WASM call / native                     | {:>7.2} |",
+        ratio(topk_wasm, topk_native)
+    );
+    println!(
+        "| softmax+top5: (WASM call - overhead) / native        | {:>7.2} |",
+        net(topk_wasm) / us(topk_native.p50)
+    );
+    for (mib, routed, copied) in transfer {
+        println!(
+            "| {mib:>2} MiB: copied / routed                              | {:>7.1} |",
+            ratio(copied, routed)
+        );
+    }
+    Ok(())
+}
+
+/// `n` varied sentences of ordinary length.
+fn batch_texts(n: usize) -> Vec<String> {
+    let subjects = [
+        "The company",
+        "Our team",
+        "A researcher",
+        "The new model",
+        "Each runner",
+    ];
+    let verbs = ["serves", "tokenizes", "embeds", "schedules", "replays"];
+    let objects = [
+        "pipelines beside the accelerator",
+        "sentences about Mountain View and the Bay Area",
+        "requests from many tenants, café-style",
+        "WebAssembly components in microseconds",
+        "tensors without copying them",
+    ];
+    (0..n)
+        .map(|i| {
+            format!(
+                "{} {} {} (#{i}).",
+                subjects[i % 5],
+                verbs[(i / 5) % 5],
+                objects[(i * 3) % 5]
+            )
+        })
+        .collect()
+}

@@ -37,6 +37,13 @@ impl LogBudget {
         keep
     }
 
+    /// Starts a new call: `bytes` of budget, nothing dropped.
+    pub(crate) fn reset(&self, bytes: usize) {
+        let mut b = self.inner.lock().expect("log budget lock");
+        b.left = bytes;
+        b.dropped = 0;
+    }
+
     /// Bytes dropped so far because the budget ran out.
     pub(crate) fn dropped(&self) -> usize {
         self.inner.lock().expect("log budget lock").dropped

@@ -3,26 +3,29 @@
 //!
 //! - [`Runtime`] loads components (compiled once, cached on disk by digest,
 //!   validated against the `conduit:compute` worlds, `describe()` read) and
-//!   calls them concurrently, each call in a fresh pooled instance with a
-//!   memory cap and a wall-clock deadline ([`SandboxLimits`]).
+//!   calls them concurrently, each call in a pooled instance (warm, of the
+//!   same tenant, or fresh) with a memory cap and a wall-clock deadline
+//!   ([`SandboxLimits`], per call in a [`CallContext`]).
 //! - [`Tensor`] is the host's tensor: shared bytes in the KServe v2 layout.
 //!   Components receive handles; routing or slicing copies nothing.
 //! - [`RuntimeError`] keeps guest errors apart from each kind of trap.
 //!
 //! ```no_run
-//! use conduit_host::{Runtime, RuntimeConfig, SandboxLimits, Tensor};
+//! use conduit_host::{CallContext, Runtime, RuntimeConfig, Tensor};
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let runtime = Runtime::new(RuntimeConfig::default())?;
 //! let component = runtime.load(&std::fs::read("bert_tokenizer.wasm")?).await?;
 //! println!("{:?}", component.signature());
 //! let text = Tensor::from_byte_strings(vec![1], ["Hello, world"])?;
 //! let outputs = runtime
-//!     .process(&component, vec![("text".into(), text)], &[], &SandboxLimits::default(), None)
+//!     .process(&component, vec![("text".into(), text)], &[], &CallContext::new("tenant-a"))
 //!     .await?;
 //! # Ok(()) }
 //! ```
 
 mod bindings;
+mod cache;
+mod call;
 mod capture;
 mod component;
 mod digest;
@@ -31,12 +34,14 @@ mod error;
 mod limits;
 mod linker;
 mod model;
+mod pool;
 mod runtime;
 mod signature;
 mod state;
 mod tensor;
 
 pub use bindings::{Param, ParamValue};
+pub use call::CallContext;
 pub use component::Component;
 pub use digest::{Digest, DigestParseError};
 pub use error::{GuestError, RuntimeError};

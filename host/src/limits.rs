@@ -15,6 +15,11 @@ pub struct SandboxLimits {
     pub max_tensors: usize,
     /// Bytes of guest log records and stdout/stderr kept per call; the rest is dropped.
     pub max_log_bytes: usize,
+    /// Reuse warm instances of a component for later calls of the same
+    /// tenant (see [`EngineConfig::max_instance_reuses`]). `false` gives every
+    /// call a fresh instance: strict isolation between requests, at ~70 µs more
+    /// per call.
+    pub reuse_instances: bool,
 }
 
 impl Default for SandboxLimits {
@@ -25,6 +30,7 @@ impl Default for SandboxLimits {
             max_output_bytes: 64 << 20,
             max_tensors: 10_000,
             max_log_bytes: 64 << 10,
+            reuse_instances: true,
         }
     }
 }
@@ -39,6 +45,10 @@ pub struct EngineConfig {
     /// Calls that may wait for a free instance slot; past that, calls fail
     /// fast with `Overloaded`. A waiting call still fails when its deadline passes.
     pub max_waiting_calls: u32,
+    /// Idle warm instances kept per (component, tenant); more are torn down.
+    pub max_idle_per_component: usize,
+    /// Calls one instance serves before it is recycled (torn down for a fresh one).
+    pub max_instance_reuses: u32,
     /// Bytes of each linear memory kept resident between uses (zeroed, not unmapped).
     pub memory_keep_resident: usize,
     /// WebAssembly stack for guest code, in bytes (deeper recursion is a stack overflow).
@@ -52,8 +62,10 @@ impl Default for EngineConfig {
         Self {
             max_instances: 256,
             max_waiting_calls: 1024,
+            max_idle_per_component: 8,
+            max_instance_reuses: 1000,
             max_memory_bytes: 256 << 20,
-            memory_keep_resident: 1 << 20,
+            memory_keep_resident: 0,
             max_wasm_stack: 512 << 10,
             epoch_tick: Duration::from_millis(2),
         }

@@ -1,17 +1,20 @@
 //! The component runtime: load (compile, cache, validate, describe) and call.
 
-use crate::bindings::{Param, Pipeline, PipelinePre, conduit::compute::types::NamedTensor};
+use crate::bindings::{
+    Param, Pipeline, PipelinePre, WitError, conduit::compute::types::NamedTensor,
+};
+use crate::cache::Compiler;
 use crate::component::{Component, classify_world};
 use crate::engine::{EpochTicker, build_engine, compatibility_key};
 use crate::linker::{DeniedImport, base_linker, component_linker};
 use crate::model::NamedTensors;
+use crate::pool::{PoolKey, Teardown, Warm, WarmPool};
 use crate::state::{CallState, MemoryLimitExceeded, OutputBudgetExceeded, from_wit_error};
-use crate::{Digest, EngineConfig, ModelBackend, RuntimeError, SandboxLimits, Signature};
+use crate::{CallContext, Digest, EngineConfig, RuntimeError, SandboxLimits, Signature};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, mpsc};
 use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Linker;
@@ -28,9 +31,9 @@ pub struct RuntimeConfig {
 
 /// Runs WebAssembly components in the sandbox, many calls at once.
 ///
-/// Each call gets a fresh instance from the pooling allocator (no state
-/// survives between requests or leaks across tenants); teardown happens on a
-/// background thread, off the request path.
+/// Calls run in instances from wasmtime's pooling allocator: a warm instance
+/// of the same component and tenant when one is idle, else a fresh one.
+/// Teardown happens on a background thread, off the request path.
 #[derive(Clone)]
 pub struct Runtime {
     inner: Arc<Inner>,
@@ -39,23 +42,20 @@ pub struct Runtime {
 struct Inner {
     engine: Engine,
     linker: Linker<CallState>,
-    cache_dir: Option<PathBuf>,
-    compat: String,
-    max_memory: usize,
-    max_instances: u32,
+    compiler: Compiler,
+    config: EngineConfig,
     components: RwLock<HashMap<Digest, Arc<Component>>>,
+    warm: WarmPool,
     admission: Arc<Semaphore>,
     waiting: AtomicU32,
-    max_waiting: u32,
-    reaper: mpsc::Sender<(Store<CallState>, OwnedSemaphorePermit)>,
+    reaper: mpsc::Sender<Teardown>,
     _ticker: EpochTicker,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("cache_dir", &self.inner.cache_dir)
-            .field("max_instances", &self.inner.max_instances)
+            .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }
 }
@@ -74,31 +74,30 @@ impl Runtime {
                 RuntimeError::Internal(format!("creating cache directory {}: {e}", dir.display()))
             })?;
         }
-        let (reaper, stores) = mpsc::channel::<(Store<CallState>, OwnedSemaphorePermit)>();
+        let (reaper, doomed) = mpsc::channel::<Teardown>();
         std::thread::Builder::new()
             .name("conduit-teardown".into())
             .spawn(move || {
                 // Dropping a store returns its instance, memory and stack to the
                 // pool; the permit is released only once the slot is free again.
-                for (store, permit) in stores {
+                for Teardown { store, permit } in doomed {
                     drop(store);
                     drop(permit);
                 }
             })
             .map_err(|e| RuntimeError::Internal(format!("spawning teardown thread: {e}")))?;
+        let compiler = Compiler::new(engine.clone(), config.cache_dir, compatibility_key(&engine));
         Ok(Self {
             inner: Arc::new(Inner {
-                compat: compatibility_key(&engine),
                 _ticker: EpochTicker::start(engine.clone(), config.engine.epoch_tick),
+                admission: Arc::new(Semaphore::new(config.engine.max_instances as usize)),
                 engine,
                 linker,
-                cache_dir: config.cache_dir,
-                max_memory: config.engine.max_memory_bytes,
-                max_instances: config.engine.max_instances,
+                compiler,
+                config: config.engine,
                 components: RwLock::default(),
-                admission: Arc::new(Semaphore::new(config.engine.max_instances as usize)),
+                warm: WarmPool::default(),
                 waiting: AtomicU32::new(0),
-                max_waiting: config.engine.max_waiting_calls,
                 reaper,
             }),
         })
@@ -121,20 +120,18 @@ impl Runtime {
         let started = Instant::now();
         let inner = self.inner.clone();
         let owned = bytes.to_vec();
-        let (compiled, world, pre) =
-            tokio::task::spawn_blocking(move || -> Result<_, RuntimeError> {
-                let compiled = inner.compile(&digest, &owned)?;
-                let world = classify_world(&inner.engine, &compiled)?;
-                let linker = component_linker(&inner.linker, &compiled)?;
-                let pre = linker
-                    .instantiate_pre(&compiled)
-                    .and_then(PipelinePre::new)
-                    .map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
-                Ok((compiled, world, pre))
-            })
-            .await
-            .map_err(|e| RuntimeError::Internal(format!("compile task failed: {e}")))??;
-        drop(compiled);
+        let (world, pre) = tokio::task::spawn_blocking(move || -> Result<_, RuntimeError> {
+            let compiled = inner.compiler.compile(&digest, &owned)?;
+            let world = classify_world(&inner.engine, &compiled)?;
+            let linker = component_linker(&inner.linker, &compiled)?;
+            let pre = linker
+                .instantiate_pre(&compiled)
+                .and_then(PipelinePre::new)
+                .map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
+            Ok((world, pre))
+        })
+        .await
+        .map_err(|e| RuntimeError::Internal(format!("compile task failed: {e}")))??;
         let label: Arc<str> = digest.short().into();
         let signature = self
             .describe(&pre, label.clone())
@@ -162,13 +159,12 @@ impl Runtime {
             .cloned()
     }
 
-    /// Instance slots taken right now (calls running plus instances being torn down).
-    pub fn slots_in_use(&self) -> usize {
-        self.inner.max_instances as usize - self.inner.admission.available_permits()
-    }
-
-    /// Forgets a loaded component (its disk-cache entry stays).
+    /// Forgets a loaded component and tears down its idle instances (its
+    /// disk-cache entry stays). Calls in flight finish normally.
     pub fn unload(&self, digest: &Digest) -> bool {
+        for warm in self.inner.warm.remove_component(digest) {
+            self.teardown(warm);
+        }
         self.inner
             .components
             .write()
@@ -177,10 +173,13 @@ impl Runtime {
             .is_some()
     }
 
-    /// Runs `component.process(inputs, params)` in a fresh sandboxed instance.
-    ///
-    /// `models` serves the component's `model.infer` calls (pipeline world);
-    /// without it such calls return `unsupported`.
+    /// Instance slots taken right now (calls running, idle warm instances,
+    /// and instances being torn down).
+    pub fn slots_in_use(&self) -> usize {
+        self.inner.config.max_instances as usize - self.inner.admission.available_permits()
+    }
+
+    /// Runs `component.process(inputs, params)` for `ctx.tenant` in the sandbox.
     ///
     /// # Errors
     /// [`RuntimeError::Guest`] when the component returns an error; a trap
@@ -194,19 +193,65 @@ impl Runtime {
         component: &Component,
         inputs: NamedTensors,
         params: &[Param],
-        limits: &SandboxLimits,
-        models: Option<Arc<dyn ModelBackend>>,
+        ctx: &CallContext,
     ) -> Result<NamedTensors, RuntimeError> {
-        let (mut store, permit) = self
-            .new_store(component.label.clone(), limits, models)
-            .await?;
-        let result = call_process(&component.pre, &mut store, inputs, params).await;
-        let outcome = match result {
-            Ok(Ok(outputs)) => take_outputs(&mut store, outputs),
-            Ok(Err(e)) => Err(RuntimeError::Guest(from_wit_error(e))),
-            Err(e) => Err(classify_trap(e, store.data().limits())),
+        let limits = self.clamp(&ctx.limits);
+        let deadline = Instant::now() + limits.deadline;
+        let key: PoolKey = (component.digest, ctx.tenant.clone());
+        let reuse = limits.reuse_instances;
+        let warm = if reuse {
+            self.inner.warm.take(&key)
+        } else {
+            None
         };
-        self.finish(store, permit);
+        let mut warm = match warm {
+            Some(w) => w,
+            None => {
+                let (mut store, permit) = self.new_store(component.label.clone(), deadline).await?;
+                store
+                    .data_mut()
+                    .begin_call(limits.clone(), ctx.models.clone());
+                arm_deadline(&mut store, deadline);
+                match component.pre.instantiate_async(&mut store).await {
+                    Ok(instance) => Warm {
+                        store,
+                        instance,
+                        permit,
+                        uses: 0,
+                        idle_since: Instant::now(),
+                    },
+                    Err(e) => {
+                        let err = classify_trap(e, &limits);
+                        self.teardown(Teardown { store, permit });
+                        return Err(err);
+                    }
+                }
+            }
+        };
+        warm.store
+            .data_mut()
+            .begin_call(limits.clone(), ctx.models.clone());
+        arm_deadline(&mut warm.store, deadline);
+        let result = call_process(&warm.instance, &mut warm.store, inputs, params).await;
+        warm.uses += 1;
+        let (outcome, healthy) = match result {
+            Ok(Ok(outputs)) => (take_outputs(&mut warm.store, outputs), true),
+            Ok(Err(e)) => (Err(RuntimeError::Guest(from_wit_error(e))), true),
+            // A trapped instance can never be entered again.
+            Err(e) => (Err(classify_trap(e, &limits)), false),
+        };
+        warm.store.data().flush_logs();
+        if reuse && healthy && warm.uses < self.inner.config.max_instance_reuses {
+            if let Some(extra) =
+                self.inner
+                    .warm
+                    .put(key, warm, self.inner.config.max_idle_per_component)
+            {
+                self.teardown(extra);
+            }
+        } else {
+            self.teardown(warm);
+        }
         outcome
     }
 
@@ -216,7 +261,9 @@ impl Runtime {
         label: Arc<str>,
     ) -> Result<Signature, RuntimeError> {
         let limits = SandboxLimits::default();
-        let (mut store, permit) = self.new_store(label, &limits, None).await?;
+        let deadline = Instant::now() + limits.deadline;
+        let (mut store, permit) = self.new_store(label, deadline).await?;
+        arm_deadline(&mut store, deadline);
         let result = async {
             let instance = pre.instantiate_async(&mut store).await?;
             instance
@@ -227,19 +274,35 @@ impl Runtime {
         .await;
         let outcome = result
             .map(Signature::from)
-            .map_err(|e| classify_trap(e, store.data().limits()));
-        self.finish(store, permit);
+            .map_err(|e| classify_trap(e, &limits));
+        store.data().flush_logs();
+        self.teardown(Teardown { store, permit });
         outcome
     }
 
-    /// Takes an instance slot, waiting (in a bounded queue) until `deadline`.
+    /// Per-call limits within what the engine was built for.
+    fn clamp(&self, limits: &SandboxLimits) -> SandboxLimits {
+        let mut limits = limits.clone();
+        limits.memory_bytes = limits.memory_bytes.min(self.inner.config.max_memory_bytes);
+        limits
+    }
+
+    /// Takes an instance slot: evicting an idle warm instance if none is free,
+    /// then waiting (in a bounded queue) until `deadline`.
     async fn admit(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, RuntimeError> {
         let inner = &self.inner;
         if let Ok(permit) = inner.admission.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        let overloaded = || RuntimeError::Overloaded(inner.max_instances);
-        if inner.waiting.fetch_add(1, Ordering::AcqRel) >= inner.max_waiting {
+        if let Some(idle) = inner.warm.evict_oldest() {
+            // Free the idle instance's slot here (the allocator must see it
+            // released before this call instantiates), then take it over.
+            let Warm { store, permit, .. } = idle;
+            drop(store);
+            return Ok(permit);
+        }
+        let overloaded = || RuntimeError::Overloaded(inner.config.max_instances);
+        if inner.waiting.fetch_add(1, Ordering::AcqRel) >= inner.config.max_waiting_calls {
             inner.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(overloaded());
         }
@@ -255,44 +318,43 @@ impl Runtime {
     async fn new_store(
         &self,
         label: Arc<str>,
-        limits: &SandboxLimits,
-        models: Option<Arc<dyn ModelBackend>>,
+        deadline: Instant,
     ) -> Result<(Store<CallState>, OwnedSemaphorePermit), RuntimeError> {
-        let deadline = Instant::now() + limits.deadline;
         let permit = self.admit(deadline).await?;
-        let mut limits = limits.clone();
-        limits.memory_bytes = limits.memory_bytes.min(self.inner.max_memory);
-        let mut store = Store::new(&self.inner.engine, CallState::new(label, limits, models));
+        let mut store = Store::new(
+            &self.inner.engine,
+            CallState::new(label, SandboxLimits::default(), None),
+        );
         store.limiter(|s| s);
-        // Check the deadline at every epoch tick, yielding to the executor in
-        // between so a long call never monopolises a runtime thread.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(wasmtime::Error::new(Trap::Interrupt))
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
         Ok((store, permit))
     }
 
-    fn finish(&self, store: Store<CallState>, permit: OwnedSemaphorePermit) {
-        store.data().flush_logs();
-        if let Err(mpsc::SendError((store, permit))) = self.inner.reaper.send((store, permit)) {
-            drop(store);
-            drop(permit);
+    fn teardown(&self, doomed: impl Into<Teardown>) {
+        if let Err(mpsc::SendError(doomed)) = self.inner.reaper.send(doomed.into()) {
+            drop(doomed);
         }
     }
 }
 
+/// Checks `deadline` at every epoch tick, yielding to the executor in
+/// between so a long call never monopolises a runtime thread.
+fn arm_deadline(store: &mut Store<CallState>, deadline: Instant) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Err(wasmtime::Error::new(Trap::Interrupt))
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+}
+
 async fn call_process(
-    pre: &PipelinePre<CallState>,
+    instance: &Pipeline,
     store: &mut Store<CallState>,
     inputs: NamedTensors,
     params: &[Param],
-) -> wasmtime::Result<Result<Vec<NamedTensor>, crate::bindings::WitError>> {
-    let instance: Pipeline = pre.instantiate_async(&mut *store).await?;
+) -> wasmtime::Result<Result<Vec<NamedTensor>, WitError>> {
     let mut handles = Vec::with_capacity(inputs.len());
     for (name, tensor) in inputs {
         handles.push(NamedTensor {
@@ -333,6 +395,9 @@ fn classify_trap(e: wasmtime::Error, limits: &SandboxLimits) -> RuntimeError {
     if let Some(o) = e.downcast_ref::<OutputBudgetExceeded>() {
         return RuntimeError::OutputTooLarge(o.0.clone());
     }
+    if let Some(d) = e.downcast_ref::<DeniedImport>() {
+        return RuntimeError::Denied(d.0.clone());
+    }
     if let Some(trap) = e.downcast_ref::<Trap>() {
         return match trap {
             Trap::Interrupt => RuntimeError::Timeout(limits.deadline),
@@ -344,72 +409,9 @@ fn classify_trap(e: wasmtime::Error, limits: &SandboxLimits) -> RuntimeError {
             other => RuntimeError::Trap(other.to_string()),
         };
     }
-    if let Some(d) = e.downcast_ref::<DeniedImport>() {
-        return RuntimeError::Denied(d.0.clone());
-    }
     let lower = format!("{e}").to_ascii_lowercase();
     if lower.contains("concurrent") && lower.contains("limit") {
         return RuntimeError::Overloaded(0);
     }
     RuntimeError::Trap(format!("{e:#}"))
-}
-
-impl Inner {
-    /// Compiles `bytes`, or loads the artifact a previous run cached for this engine.
-    fn compile(
-        &self,
-        digest: &Digest,
-        bytes: &[u8],
-    ) -> Result<wasmtime::component::Component, RuntimeError> {
-        let cached = self
-            .cache_dir
-            .as_ref()
-            .map(|dir| dir.join(format!("{}-{}.cwasm", digest.hex(), self.compat)));
-        if let Some(path) = &cached
-            && path.exists()
-        {
-            // Read into memory rather than mmap the file: a cache entry that is
-            // truncated or replaced under a running process must not crash it.
-            let loaded = std::fs::read(path)
-                .map_err(wasmtime::Error::from)
-                .and_then(|artifact| {
-                    // SAFETY: the artifact was written by `Component::serialize` of an
-                    // engine with the same compatibility key (part of the file name),
-                    // and wasmtime checks that key and the artifact's header again.
-                    unsafe { wasmtime::component::Component::deserialize(&self.engine, &artifact) }
-                });
-            match loaded {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), "discarding unreadable cached component: {e}");
-                    let _ = std::fs::remove_file(path);
-                }
-            }
-        }
-        if !bytes.starts_with(b"\0asm") {
-            return Err(RuntimeError::InvalidComponent(
-                "not a WebAssembly binary (missing the \\0asm header)".into(),
-            ));
-        }
-        let component = wasmtime::component::Component::new(&self.engine, bytes)
-            .map_err(|e| RuntimeError::InvalidComponent(format!("{e:#}")))?;
-        if let Some(path) = &cached
-            && let Err(e) = write_atomically(path, &component)
-        {
-            tracing::warn!(path = %path.display(), "not caching compiled component: {e}");
-        }
-        Ok(component)
-    }
-}
-
-fn write_atomically(
-    path: &Path,
-    component: &wasmtime::component::Component,
-) -> std::io::Result<()> {
-    let bytes = component
-        .serialize()
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }

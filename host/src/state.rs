@@ -74,8 +74,17 @@ impl CallState {
         &mut self.random
     }
 
-    pub(crate) fn limits(&self) -> &SandboxLimits {
-        &self.limits
+    /// Prepares a (possibly reused) store for the next call.
+    pub(crate) fn begin_call(
+        &mut self,
+        limits: SandboxLimits,
+        models: Option<Arc<dyn ModelBackend>>,
+    ) {
+        self.log_budget.reset(limits.max_log_bytes);
+        self.limits = limits;
+        self.models = models;
+        self.created_bytes = 0;
+        self.created_tensors = 0;
     }
 
     /// Writes out partial lines and a note about dropped log bytes.

@@ -90,7 +90,7 @@ async fn each_attack_is_contained_with_its_own_error_kind() {
             let stop = std::time::Instant::now() + Duration::from_secs(2);
             while std::time::Instant::now() < stop {
                 let out = runtime()
-                    .process(&c, x(), &[], &limits(), None)
+                    .process(&c, x(), &[], &ctx(limits(), None))
                     .await
                     .unwrap();
                 assert_eq!(output(&out, "y").to_f32().unwrap(), vec![1.0, 2.0]);
@@ -108,7 +108,7 @@ async fn each_attack_is_contained_with_its_own_error_kind() {
             tokio::spawn(async move {
                 let params = [str_param("attack", case.attack)];
                 let err = runtime()
-                    .process(&c, x(), &params, &limits(), None)
+                    .process(&c, x(), &params, &ctx(limits(), None))
                     .await
                     .unwrap_err();
                 (case, err)
@@ -146,7 +146,7 @@ async fn environment_and_host_files_are_invisible() {
     let rt = runtime();
     let c = rt.load(&component_bytes("adversary")).await.unwrap();
     let out = rt
-        .process(&c, x(), &[str_param("attack", "env")], &limits(), None)
+        .process(&c, x(), &[str_param("attack", "env")], &ctx(limits(), None))
         .await
         .unwrap();
     let vars = output(&out, "y");
@@ -167,8 +167,7 @@ async fn output_flood_is_capped_and_the_call_succeeds() {
             &c,
             x(),
             &[str_param("attack", "stdout-flood")],
-            &limits(),
-            None,
+            &ctx(limits(), None),
         )
         .await
         .unwrap();
@@ -229,7 +228,7 @@ async fn bad_binaries_are_rejected_at_load() {
     let c = rt.load(&tokenizer).await.unwrap();
     let x = Tensor::from_f32(vec![1, 2], &[0.0, 1.0]).unwrap();
     assert!(
-        rt.process(&c, vec![("logits".into(), x)], &[], &limits(), None)
+        rt.process(&c, vec![("logits".into(), x)], &[], &ctx(limits(), None))
             .await
             .is_ok()
     );
@@ -255,13 +254,15 @@ async fn a_trapped_call_does_not_poison_the_component() {
                 &c,
                 x(),
                 &[str_param("attack", "unreachable")],
-                &limits(),
-                None,
+                &ctx(limits(), None),
             )
             .await
             .unwrap_err();
         assert!(matches!(err, RuntimeError::Trap(_)), "{err:?}");
-        let out = rt.process(&c, x(), &[], &limits(), None).await.unwrap();
+        let out = rt
+            .process(&c, x(), &[], &ctx(limits(), None))
+            .await
+            .unwrap();
         assert_eq!(output(&out, "y").to_f32().unwrap(), vec![1.0, 2.0]);
     }
 }

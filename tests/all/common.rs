@@ -78,3 +78,15 @@ pub fn int_param(name: &str, value: i64) -> conduit_host::Param {
         value: conduit_host::ParamValue::Int64(value),
     }
 }
+
+/// A call for the test tenant with `limits` and `models`.
+pub fn ctx(
+    limits: conduit_host::SandboxLimits,
+    models: Option<std::sync::Arc<dyn conduit_host::ModelBackend>>,
+) -> conduit_host::CallContext {
+    conduit_host::CallContext {
+        tenant: "test".into(),
+        limits,
+        models,
+    }
+}

@@ -21,8 +21,7 @@ async fn softmax_topk_matches_native() {
             &c,
             vec![("logits".into(), x)],
             &[int_param("k", 7)],
-            &SandboxLimits::default(),
-            None,
+            &ctx(SandboxLimits::default(), None),
         )
         .await
         .unwrap();
@@ -64,8 +63,7 @@ async fn embedding_post_matches_native_pooling() {
                 ),
             ],
             &[],
-            &SandboxLimits::default(),
-            None,
+            &ctx(SandboxLimits::default(), None),
         )
         .await
         .unwrap();
@@ -142,8 +140,7 @@ async fn pipeline_component_calls_models_through_the_host() {
             &c,
             inputs(),
             &params,
-            &SandboxLimits::default(),
-            Some(backend.clone()),
+            &ctx(SandboxLimits::default(), Some(backend.clone())),
         )
         .await
         .unwrap();
@@ -161,8 +158,7 @@ async fn pipeline_component_calls_models_through_the_host() {
             &c,
             inputs(),
             &[str_param("model", "absent")],
-            &SandboxLimits::default(),
-            Some(backend),
+            &ctx(SandboxLimits::default(), Some(backend)),
         )
         .await
         .unwrap_err();
@@ -172,7 +168,7 @@ async fn pipeline_component_calls_models_through_the_host() {
     );
     // Without a model backend the import answers `unsupported`.
     let err = rt
-        .process(&c, inputs(), &[], &SandboxLimits::default(), None)
+        .process(&c, inputs(), &[], &ctx(SandboxLimits::default(), None))
         .await
         .unwrap_err();
     assert!(

@@ -37,7 +37,7 @@ async fn tensor_ops(
     let c = rt.load(&component_bytes("tensor-ops")).await.unwrap();
     let mut params = vec![str_param("op", op)];
     params.extend(extra);
-    rt.process(&c, inputs, &params, &SandboxLimits::default(), None)
+    rt.process(&c, inputs, &params, &ctx(SandboxLimits::default(), None))
         .await
 }
 
@@ -173,8 +173,7 @@ async fn many_concurrent_calls_each_get_their_own_answer() {
                     &c,
                     vec![("logits".into(), x)],
                     &[int_param("k", 1)],
-                    &SandboxLimits::default(),
-                    None,
+                    &ctx(SandboxLimits::default(), None),
                 )
                 .await
                 .unwrap();
@@ -219,8 +218,7 @@ async fn compiled_components_are_cached_on_disk() {
             &c,
             vec![("logits".into(), x)],
             &[],
-            &SandboxLimits::default(),
-            None,
+            &ctx(SandboxLimits::default(), None),
         )
         .await
         .unwrap();
@@ -263,7 +261,7 @@ async fn a_full_pool_fails_fast_with_overloaded() {
             let (rt, c, slow) = (rt.clone(), c.clone(), slow.clone());
             let inputs = x();
             tokio::spawn(async move {
-                rt.process(&c, inputs, &[str_param("attack", "loop")], &slow, None)
+                rt.process(&c, inputs, &[str_param("attack", "loop")], &ctx(slow, None))
                     .await
             })
         })
@@ -277,7 +275,7 @@ async fn a_full_pool_fails_fast_with_overloaded() {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     let err = rt
-        .process(&c, x(), &[], &SandboxLimits::default(), None)
+        .process(&c, x(), &[], &ctx(SandboxLimits::default(), None))
         .await
         .unwrap_err();
     assert!(matches!(err, RuntimeError::Overloaded(2)), "{err:?}");
@@ -288,7 +286,7 @@ async fn a_full_pool_fails_fast_with_overloaded() {
     let mut ok = false;
     for _ in 0..50 {
         if rt
-            .process(&c, x(), &[], &SandboxLimits::default(), None)
+            .process(&c, x(), &[], &ctx(SandboxLimits::default(), None))
             .await
             .is_ok()
         {
@@ -298,4 +296,88 @@ async fn a_full_pool_fails_fast_with_overloaded() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(ok, "the pool never recovered");
+}
+
+async fn counter(
+    rt: &conduit_host::Runtime,
+    c: &conduit_host::Component,
+    ctx: &conduit_host::CallContext,
+) -> f32 {
+    let x = vec![("x".to_string(), Tensor::from_f32(vec![1], &[0.0]).unwrap())];
+    let out = rt
+        .process(c, x, &[str_param("attack", "counter")], ctx)
+        .await
+        .unwrap();
+    output(&out, "y").to_f32().unwrap()[0]
+}
+
+#[tokio::test]
+async fn warm_instances_never_cross_tenants_and_can_be_disabled() {
+    let rt = small_runtime(8);
+    let c = rt.load(&component_bytes("adversary")).await.unwrap();
+    let a = conduit_host::CallContext::new("tenant-a");
+    let b = conduit_host::CallContext::new("tenant-b");
+    // Within one tenant, calls reuse the warm instance (its state persists)…
+    assert_eq!(counter(&rt, &c, &a).await, 1.0);
+    assert_eq!(counter(&rt, &c, &a).await, 2.0);
+    // …but another tenant never sees it.
+    assert_eq!(counter(&rt, &c, &b).await, 1.0);
+    assert_eq!(counter(&rt, &c, &a).await, 3.0);
+    // Strict isolation: a fresh instance per call.
+    let fresh = conduit_host::CallContext::new("tenant-a").with_limits(SandboxLimits {
+        reuse_instances: false,
+        ..SandboxLimits::default()
+    });
+    assert_eq!(counter(&rt, &c, &fresh).await, 1.0);
+    assert_eq!(counter(&rt, &c, &fresh).await, 1.0);
+    // A trap discards the instance: the next call starts from scratch.
+    let x = vec![("x".to_string(), Tensor::from_f32(vec![1], &[0.0]).unwrap())];
+    let trap = rt
+        .process(&c, x, &[str_param("attack", "unreachable")], &b)
+        .await;
+    assert!(matches!(trap, Err(RuntimeError::Trap(_))));
+    assert_eq!(counter(&rt, &c, &b).await, 1.0);
+}
+
+#[tokio::test]
+async fn instances_are_recycled_after_max_reuses() {
+    let rt = conduit_host::Runtime::new(conduit_host::RuntimeConfig {
+        engine: conduit_host::EngineConfig {
+            max_instances: 4,
+            max_instance_reuses: 3,
+            ..Default::default()
+        },
+        cache_dir: None,
+    })
+    .unwrap();
+    let c = rt.load(&component_bytes("adversary")).await.unwrap();
+    let t = conduit_host::CallContext::new("t");
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        seen.push(counter(&rt, &c, &t).await);
+    }
+    assert_eq!(seen, vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0]);
+}
+
+#[tokio::test]
+async fn idle_instances_are_evicted_when_the_pool_is_full() {
+    let rt = conduit_host::Runtime::new(conduit_host::RuntimeConfig {
+        engine: conduit_host::EngineConfig {
+            max_instances: 2,
+            max_waiting_calls: 0,
+            ..Default::default()
+        },
+        cache_dir: None,
+    })
+    .unwrap();
+    let c = rt.load(&component_bytes("adversary")).await.unwrap();
+    // Four tenants, two slots: each new tenant evicts an idle instance rather
+    // than failing, so every call succeeds.
+    for round in 0..3 {
+        for tenant in ["a", "b", "c", "d"] {
+            let n = counter(&rt, &c, &conduit_host::CallContext::new(tenant)).await;
+            assert!(n >= 1.0, "round {round}, tenant {tenant}");
+        }
+    }
+    assert!(rt.slots_in_use() <= 2);
 }

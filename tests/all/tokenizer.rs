@@ -69,8 +69,7 @@ async fn component_matches_python_tokenizers_on_the_corpus() {
                 &c,
                 vec![("text".into(), text)],
                 &[int_param("max_length", case.max_length)],
-                &SandboxLimits::default(),
-                None,
+                &ctx(SandboxLimits::default(), None),
             )
             .await
             .unwrap_or_else(|e| panic!("case {i} failed: {e}"));
@@ -103,8 +102,7 @@ async fn batched_texts_equal_one_at_a_time() {
             &c,
             vec![("text".into(), text)],
             &[],
-            &SandboxLimits::default(),
-            None,
+            &ctx(SandboxLimits::default(), None),
         )
         .await
         .unwrap();
@@ -145,8 +143,7 @@ async fn bad_tokenizer_input_is_a_clear_guest_error() {
                 &c,
                 vec![("text".into(), t)],
                 &params,
-                &SandboxLimits::default(),
-                None,
+                &ctx(SandboxLimits::default(), None),
             )
             .await
             .unwrap_err();

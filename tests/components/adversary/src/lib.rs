@@ -97,6 +97,13 @@ mod component {
                     conduit_guest::info(&"y".repeat(1 << 20));
                     Ok(Outputs::new().with("y", inputs.take("x")?))
                 }
+                "counter" => {
+                    // State kept across calls: visible only when an instance is reused.
+                    static CALLS: std::sync::atomic::AtomicU32 =
+                        std::sync::atomic::AtomicU32::new(0);
+                    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    Ok(Outputs::new().with("y", Tensor::from_f32(&[1], vec![n as f32])?))
+                }
                 "guest-error" => Err(Error::invalid_input("the adversary rejects this input")),
                 other => Err(Error::invalid_input(format!("unknown attack `{other}`"))),
             }
