@@ -3,7 +3,7 @@
 use crate::bindings::conduit::compute::types::{self as wit, TensorData};
 use crate::bindings::conduit::compute::{logging, model};
 use crate::capture::{CapturedOutput, LogBudget, Stream};
-use crate::tensor::{DataType, Tensor, TensorError};
+use crate::tensor::{DataType, Tensor, TensorError, pack, unpack};
 use crate::{GuestError, ModelBackend, SandboxLimits};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -223,22 +223,6 @@ fn invalid(e: TensorError) -> wit::Error {
     wit::Error::InvalidInput(e.0)
 }
 
-/// Raw little-endian bytes of typed elements.
-fn pack<T: Copy, const N: usize>(values: &[T], to_le: impl Fn(T) -> [u8; N]) -> Bytes {
-    let mut raw = Vec::with_capacity(values.len() * N);
-    for &v in values {
-        raw.extend_from_slice(&to_le(v));
-    }
-    Bytes::from(raw)
-}
-
-/// Typed elements of raw little-endian bytes.
-fn unpack<T, const N: usize>(raw: &[u8], from_le: impl Fn([u8; N]) -> T) -> Vec<T> {
-    raw.chunks_exact(N)
-        .map(|c| from_le(c.try_into().expect("chunk of N bytes")))
-        .collect()
-}
-
 fn tensor_from_data(shape: Vec<i64>, data: TensorData) -> Result<Tensor, TensorError> {
     let (dtype, raw) = match data {
         TensorData::Bool(v) => (
@@ -246,17 +230,17 @@ fn tensor_from_data(shape: Vec<i64>, data: TensorData) -> Result<Tensor, TensorE
             Bytes::from(v.into_iter().map(u8::from).collect::<Vec<_>>()),
         ),
         TensorData::Uint8(v) => (DataType::Uint8, Bytes::from(v)),
-        TensorData::Uint16(v) => (DataType::Uint16, pack(&v, u16::to_le_bytes)),
-        TensorData::Uint32(v) => (DataType::Uint32, pack(&v, u32::to_le_bytes)),
-        TensorData::Uint64(v) => (DataType::Uint64, pack(&v, u64::to_le_bytes)),
-        TensorData::Int8(v) => (DataType::Int8, pack(&v, i8::to_le_bytes)),
-        TensorData::Int16(v) => (DataType::Int16, pack(&v, i16::to_le_bytes)),
-        TensorData::Int32(v) => (DataType::Int32, pack(&v, i32::to_le_bytes)),
-        TensorData::Int64(v) => (DataType::Int64, pack(&v, i64::to_le_bytes)),
-        TensorData::Fp16(v) => (DataType::Fp16, pack(&v, u16::to_le_bytes)),
-        TensorData::Bf16(v) => (DataType::Bf16, pack(&v, u16::to_le_bytes)),
-        TensorData::Fp32(v) => (DataType::Fp32, pack(&v, f32::to_le_bytes)),
-        TensorData::Fp64(v) => (DataType::Fp64, pack(&v, f64::to_le_bytes)),
+        TensorData::Uint16(v) => (DataType::Uint16, pack(v)),
+        TensorData::Uint32(v) => (DataType::Uint32, pack(v)),
+        TensorData::Uint64(v) => (DataType::Uint64, pack(v)),
+        TensorData::Int8(v) => (DataType::Int8, pack(v)),
+        TensorData::Int16(v) => (DataType::Int16, pack(v)),
+        TensorData::Int32(v) => (DataType::Int32, pack(v)),
+        TensorData::Int64(v) => (DataType::Int64, pack(v)),
+        TensorData::Fp16(v) => (DataType::Fp16, pack(v)),
+        TensorData::Bf16(v) => (DataType::Bf16, pack(v)),
+        TensorData::Fp32(v) => (DataType::Fp32, pack(v)),
+        TensorData::Fp64(v) => (DataType::Fp64, pack(v)),
         TensorData::Bytes(v) => return Tensor::from_byte_strings(shape, v),
     };
     Tensor::new(dtype, shape, raw)
@@ -267,17 +251,17 @@ fn tensor_to_data(t: &Tensor) -> TensorData {
     match t.dtype() {
         DataType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
         DataType::Uint8 => TensorData::Uint8(raw.to_vec()),
-        DataType::Uint16 => TensorData::Uint16(unpack(raw, u16::from_le_bytes)),
-        DataType::Uint32 => TensorData::Uint32(unpack(raw, u32::from_le_bytes)),
-        DataType::Uint64 => TensorData::Uint64(unpack(raw, u64::from_le_bytes)),
-        DataType::Int8 => TensorData::Int8(unpack(raw, i8::from_le_bytes)),
-        DataType::Int16 => TensorData::Int16(unpack(raw, i16::from_le_bytes)),
-        DataType::Int32 => TensorData::Int32(unpack(raw, i32::from_le_bytes)),
-        DataType::Int64 => TensorData::Int64(unpack(raw, i64::from_le_bytes)),
-        DataType::Fp16 => TensorData::Fp16(unpack(raw, u16::from_le_bytes)),
-        DataType::Bf16 => TensorData::Bf16(unpack(raw, u16::from_le_bytes)),
-        DataType::Fp32 => TensorData::Fp32(unpack(raw, f32::from_le_bytes)),
-        DataType::Fp64 => TensorData::Fp64(unpack(raw, f64::from_le_bytes)),
+        DataType::Uint16 => TensorData::Uint16(unpack(raw)),
+        DataType::Uint32 => TensorData::Uint32(unpack(raw)),
+        DataType::Uint64 => TensorData::Uint64(unpack(raw)),
+        DataType::Int8 => TensorData::Int8(unpack(raw)),
+        DataType::Int16 => TensorData::Int16(unpack(raw)),
+        DataType::Int32 => TensorData::Int32(unpack(raw)),
+        DataType::Int64 => TensorData::Int64(unpack(raw)),
+        DataType::Fp16 => TensorData::Fp16(unpack(raw)),
+        DataType::Bf16 => TensorData::Bf16(unpack(raw)),
+        DataType::Fp32 => TensorData::Fp32(unpack(raw)),
+        DataType::Fp64 => TensorData::Fp64(unpack(raw)),
         DataType::Bytes => TensorData::Bytes(
             t.byte_strings()
                 .expect("BYTES tensors are validated at construction")

@@ -321,11 +321,7 @@ macro_rules! typed {
                 /// # Errors
                 /// When the number of values is not the product of `shape`.
                 pub fn $from(shape: Vec<i64>, values: &[$ty]) -> Result<Self, TensorError> {
-                    let mut raw = Vec::with_capacity(std::mem::size_of_val(values));
-                    for v in values {
-                        raw.extend_from_slice(&v.to_le_bytes());
-                    }
-                    Self::new(DataType::$dtype, shape, Bytes::from(raw))
+                    Self::new(DataType::$dtype, shape, pack(values.to_vec()))
                 }
 
                 #[doc = concat!("The elements of a `", stringify!($dtype), "` tensor, copied.")]
@@ -334,12 +330,7 @@ macro_rules! typed {
                 /// When the tensor has another dtype.
                 pub fn $to(&self) -> Result<Vec<$ty>, TensorError> {
                     self.expect(DataType::$dtype)?;
-                    const N: usize = std::mem::size_of::<$ty>();
-                    Ok(self
-                        .data
-                        .chunks_exact(N)
-                        .map(|c| <$ty>::from_le_bytes(c.try_into().expect("chunk of N bytes")))
-                        .collect())
+                    Ok(unpack(&self.data))
                 }
             )*
         }
@@ -357,6 +348,27 @@ typed! {
     from_i64, to_i64, i64, Int64;
     from_f32, to_f32, f32, Fp32;
     from_f64, to_f64, f64, Fp64;
+}
+
+// Tensors hold little-endian bytes; on a little-endian host typed elements
+// and their bytes are the same memory, so conversions are moves or memcpys.
+#[cfg(not(target_endian = "little"))]
+compile_error!("conduit-host assumes a little-endian host");
+
+/// Typed elements as tensor bytes, without copying: the `Vec` becomes the storage.
+pub(crate) fn pack<T: bytemuck::Pod + Send + Sync>(values: Vec<T>) -> Bytes {
+    struct Storage<T>(Vec<T>);
+    impl<T: bytemuck::Pod> AsRef<[u8]> for Storage<T> {
+        fn as_ref(&self) -> &[u8] {
+            bytemuck::cast_slice(&self.0)
+        }
+    }
+    Bytes::from_owner(Storage(values))
+}
+
+/// Typed elements of tensor bytes (one memcpy; handles any alignment).
+pub(crate) fn unpack<T: bytemuck::Pod>(raw: &[u8]) -> Vec<T> {
+    bytemuck::pod_collect_to_vec(raw)
 }
 
 /// Byte ranges of the first `limit` elements of a raw `BYTES` buffer.
