@@ -28,7 +28,7 @@ demo: components build
 test: components reference
 	$(CARGO) test --release $(NATIVE_TESTS)
 
-lint:
+lint: model
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
