@@ -27,6 +27,7 @@ demo: components build
 ## README command 2: every test (unit, doc, end-to-end with real components).
 test: components reference
 	$(CARGO) test --release $(NATIVE_TESTS)
+	$(CARGO) run --release -q -p conduit-bench -- --components $(WASM_DIR) --smoke > /dev/null
 
 lint: model
 	$(CARGO) fmt --all -- --check

@@ -5,6 +5,8 @@
 //! 3. 1 MiB and 16 MiB tensors through a component: routed (handle) vs copied.
 //!
 //! Run with `make bench` (or `cargo run --release -p conduit-bench -- --components DIR`).
+//! `--quick` measures for less time; `--smoke` only checks every scenario
+//! runs (used by `make test`, numbers meaningless).
 
 mod harness;
 
@@ -27,6 +29,7 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mut dir = PathBuf::from("target/wasm32-wasip2/release");
     let mut quick = false;
+    let mut smoke = false;
     let mut overhead_only = false;
     let mut engine = conduit_host::EngineConfig::default();
     while let Some(a) = args.next() {
@@ -38,6 +41,7 @@ fn main() -> Result<()> {
                     .into()
             }
             "--quick" => quick = true,
+            "--smoke" => smoke = true,
             "--overhead-only" => overhead_only = true,
             "--keep-resident" => {
                 engine.memory_keep_resident = args
@@ -45,10 +49,18 @@ fn main() -> Result<()> {
                     .context("--keep-resident needs bytes")?
                     .parse()?
             }
-            other => bail!("unknown argument `{other}` (use --components DIR [--quick])"),
+            other => bail!(
+                "unknown argument `{other}` (use --components DIR [--quick | --smoke] [--overhead-only] [--keep-resident BYTES])"
+            ),
         }
     }
-    let budget = if quick {
+    let budget = if smoke {
+        Budget {
+            warmup: Duration::from_millis(5),
+            measure: Duration::from_millis(20),
+            max_iters: 1_000,
+        }
+    } else if quick {
         Budget {
             warmup: Duration::from_millis(100),
             measure: Duration::from_millis(300),

@@ -49,3 +49,39 @@ fn tokenize_reports_a_missing_component_in_one_line() {
     assert!(stderr.contains("/nonexistent/tok.wasm"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn describe_prints_world_and_signature() {
+    let path = component_path("embed-pipeline");
+    let out = Command::new(env!("CARGO_BIN_EXE_conduit"))
+        .arg("describe")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let digest = conduit_host::Digest::of(&std::fs::read(&path).unwrap());
+    assert!(stdout.contains(&format!("digest: {digest}")), "{stdout}");
+    assert!(stdout.contains("world:  pipeline"), "{stdout}");
+    assert!(
+        stdout.contains("input   input_ids: INT64[-1, -1]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("output  similarity: FP32[-1]"), "{stdout}");
+    // A foreign component is refused with one clear line.
+    let out = Command::new(env!("CARGO_BIN_EXE_conduit"))
+        .arg("describe")
+        .arg(component_path("wrong-world"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("conduit:compute/processor@0.1.0"),
+        "{stderr}"
+    );
+}
