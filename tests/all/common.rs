@@ -44,11 +44,16 @@ pub fn runtime() -> &'static Runtime {
 
 /// A runtime with a pool of `instances` slots and no disk cache.
 pub fn small_runtime(instances: u32) -> Runtime {
+    runtime_with(EngineConfig {
+        max_instances: instances,
+        ..EngineConfig::default()
+    })
+}
+
+/// A runtime with `engine` settings and no disk cache.
+pub fn runtime_with(engine: EngineConfig) -> Runtime {
     Runtime::new(RuntimeConfig {
-        engine: EngineConfig {
-            max_instances: instances,
-            ..EngineConfig::default()
-        },
+        engine,
         cache_dir: None,
     })
     .expect("building runtime")

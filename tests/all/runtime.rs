@@ -232,15 +232,11 @@ async fn compiled_components_are_cached_on_disk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pool_fails_fast_with_overloaded() {
-    let rt = conduit_host::Runtime::new(conduit_host::RuntimeConfig {
-        engine: conduit_host::EngineConfig {
-            max_instances: 2,
-            max_waiting_calls: 0,
-            ..Default::default()
-        },
-        cache_dir: None,
-    })
-    .unwrap();
+    let rt = runtime_with(conduit_host::EngineConfig {
+        max_instances: 2,
+        max_waiting_calls: 0,
+        ..Default::default()
+    });
     let c = rt.load(&component_bytes("adversary")).await.unwrap();
     let slow = SandboxLimits {
         deadline: std::time::Duration::from_millis(1500),
@@ -341,15 +337,11 @@ async fn warm_instances_never_cross_tenants_and_can_be_disabled() {
 
 #[tokio::test]
 async fn instances_are_recycled_after_max_reuses() {
-    let rt = conduit_host::Runtime::new(conduit_host::RuntimeConfig {
-        engine: conduit_host::EngineConfig {
-            max_instances: 4,
-            max_instance_reuses: 3,
-            ..Default::default()
-        },
-        cache_dir: None,
-    })
-    .unwrap();
+    let rt = runtime_with(conduit_host::EngineConfig {
+        max_instances: 4,
+        max_instance_reuses: 3,
+        ..Default::default()
+    });
     let c = rt.load(&component_bytes("adversary")).await.unwrap();
     let t = conduit_host::CallContext::new("t");
     let mut seen = Vec::new();
@@ -361,15 +353,11 @@ async fn instances_are_recycled_after_max_reuses() {
 
 #[tokio::test]
 async fn idle_instances_are_evicted_when_the_pool_is_full() {
-    let rt = conduit_host::Runtime::new(conduit_host::RuntimeConfig {
-        engine: conduit_host::EngineConfig {
-            max_instances: 2,
-            max_waiting_calls: 0,
-            ..Default::default()
-        },
-        cache_dir: None,
-    })
-    .unwrap();
+    let rt = runtime_with(conduit_host::EngineConfig {
+        max_instances: 2,
+        max_waiting_calls: 0,
+        ..Default::default()
+    });
     let c = rt.load(&component_bytes("adversary")).await.unwrap();
     // Four tenants, two slots: each new tenant evicts an idle instance rather
     // than failing, so every call succeeds.

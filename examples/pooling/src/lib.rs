@@ -55,6 +55,23 @@ pub fn cosine_pairs(rows: &[f32], dim: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Sentence embeddings and pair scores from a BERT `last_hidden_state`:
+/// [`mean_pool`], then [`l2_normalize`], then [`cosine_pairs`].
+///
+/// Returns `(embeddings [batch, dim], similarities [batch / 2])`.
+pub fn embed_and_score(
+    hidden: &[f32],
+    mask: &[i64],
+    batch: usize,
+    seq: usize,
+    dim: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut emb = mean_pool(hidden, mask, batch, seq, dim);
+    l2_normalize(&mut emb, dim);
+    let sims = cosine_pairs(&emb, dim);
+    (emb, sims)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

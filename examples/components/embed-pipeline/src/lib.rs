@@ -66,9 +66,7 @@ mod component {
                 )));
             };
             let (batch, seq, dim) = (batch as usize, seq as usize, dim as usize);
-            let mut emb = pooling::mean_pool(&values, &mask.to_i64()?, batch, seq, dim);
-            pooling::l2_normalize(&mut emb, dim);
-            let sims = pooling::cosine_pairs(&emb, dim);
+            let (emb, sims) = pooling::embed_and_score(&values, &mask.to_i64()?, batch, seq, dim);
             Ok(Outputs::new()
                 .with("similarity", Tensor::from_f32(&[sims.len() as i64], sims)?)
                 .with(

@@ -31,9 +31,8 @@ mod component {
                 )));
             }
             let (batch, seq, dim) = (hs[0] as usize, hs[1] as usize, hs[2] as usize);
-            let mut emb = pooling::mean_pool(&hidden.to_f32()?, &mask.to_i64()?, batch, seq, dim);
-            pooling::l2_normalize(&mut emb, dim);
-            let sims = pooling::cosine_pairs(&emb, dim);
+            let (emb, sims) =
+                pooling::embed_and_score(&hidden.to_f32()?, &mask.to_i64()?, batch, seq, dim);
             Ok(Outputs::new()
                 .with("similarity", Tensor::from_f32(&[sims.len() as i64], sims)?)
                 .with(
