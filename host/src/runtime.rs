@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock, mpsc};
 use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
@@ -189,6 +190,20 @@ impl Runtime {
     /// it; [`RuntimeError::Overloaded`] when every instance slot is busy and
     /// either the wait queue is full or no slot frees up before the deadline.
     pub async fn process(
+        &self,
+        component: &Component,
+        inputs: NamedTensors,
+        params: &[Param],
+        ctx: &CallContext,
+    ) -> Result<NamedTensors, RuntimeError> {
+        let span =
+            tracing::debug_span!("component", component = %component.label, tenant = %ctx.tenant);
+        self.process_inner(component, inputs, params, ctx)
+            .instrument(span)
+            .await
+    }
+
+    async fn process_inner(
         &self,
         component: &Component,
         inputs: NamedTensors,
