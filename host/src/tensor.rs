@@ -172,7 +172,7 @@ impl Tensor {
                 }
             }
             None => {
-                let found = bytes_offsets(&data, usize::MAX)?.len();
+                let found = ByteElements::new(&data).try_fold(0usize, |n, r| r.map(|_| n + 1))?;
                 if found != count {
                     return Err(err(format!(
                         "BYTES tensor of shape {shape:?} needs {count} elements, got {found}"
@@ -233,8 +233,9 @@ impl Tensor {
     /// When the tensor is not `BYTES`.
     pub fn byte_strings(&self) -> Result<Vec<&[u8]>, TensorError> {
         self.expect(DataType::Bytes)?;
-        let offsets = bytes_offsets(&self.data, usize::MAX)?;
-        Ok(offsets.iter().map(|&(s, e)| &self.data[s..e]).collect())
+        ByteElements::new(&self.data)
+            .map(|r| r.map(|range| &self.data[range]))
+            .collect()
     }
 
     /// Rows `[start, end)` along the first dimension, sharing storage.
@@ -259,18 +260,9 @@ impl Tensor {
                 .data
                 .slice(start * per_row * size..end * per_row * size),
             None => {
-                let offsets = bytes_offsets(&self.data, end * per_row)?;
-                let from = if start * per_row < offsets.len() {
-                    offsets[start * per_row].0 - 4
-                } else {
-                    self.data.len()
-                };
-                let to = if end * per_row == 0 {
-                    from
-                } else {
-                    offsets[end * per_row - 1].1
-                };
-                self.data.slice(from..to.max(from))
+                let from = bytes_boundary(&self.data, start * per_row)?;
+                let to = bytes_boundary(&self.data, end * per_row)?;
+                self.data.slice(from..to)
             }
         };
         Ok(Tensor {
@@ -371,26 +363,58 @@ pub(crate) fn unpack<T: bytemuck::Pod>(raw: &[u8]) -> Vec<T> {
     bytemuck::pod_collect_to_vec(raw)
 }
 
-/// Byte ranges of the first `limit` elements of a raw `BYTES` buffer.
-fn bytes_offsets(data: &[u8], limit: usize) -> Result<Vec<(usize, usize)>, TensorError> {
-    let mut offsets = Vec::new();
-    let mut pos = 0;
-    while pos < data.len() && offsets.len() < limit {
-        let header = data.get(pos..pos + 4).ok_or_else(|| {
-            err(format!(
+/// The content ranges of the elements of a raw `BYTES` buffer, in order,
+/// checked as they are walked (nothing is allocated).
+struct ByteElements<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> ByteElements<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self { data, pos: 0 }
+    }
+}
+
+impl Iterator for ByteElements<'_> {
+    type Item = Result<std::ops::Range<usize>, TensorError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let pos = self.pos;
+        if pos >= self.data.len() {
+            return None;
+        }
+        let Some(header) = self.data.get(pos..pos + 4) else {
+            self.pos = self.data.len();
+            return Some(Err(err(format!(
                 "BYTES element at offset {pos} has a truncated length"
-            ))
-        })?;
+            ))));
+        };
         let len = u32::from_le_bytes(header.try_into().expect("4 bytes")) as usize;
         let start = pos + 4;
-        let end = start
-            .checked_add(len)
-            .filter(|&e| e <= data.len())
-            .ok_or_else(|| err(format!("BYTES element at offset {pos} overruns the buffer")))?;
-        offsets.push((start, end));
-        pos = end;
+        match start.checked_add(len).filter(|&e| e <= self.data.len()) {
+            Some(end) => {
+                self.pos = end;
+                Some(Ok(start..end))
+            }
+            None => {
+                self.pos = self.data.len();
+                Some(Err(err(format!(
+                    "BYTES element at offset {pos} overruns the buffer"
+                ))))
+            }
+        }
     }
-    Ok(offsets)
+}
+
+/// The byte offset where element `index` of a raw `BYTES` buffer starts
+/// (the buffer's length when `index` is the element count).
+fn bytes_boundary(data: &[u8], index: usize) -> Result<usize, TensorError> {
+    let mut pos = 0;
+    for range in ByteElements::new(data).take(index) {
+        pos = range?.end;
+    }
+    Ok(pos)
 }
 
 #[cfg(test)]
