@@ -5,11 +5,12 @@ use crate::bindings::{
 };
 use crate::cache::Compiler;
 use crate::component::{Component, classify_world};
+use crate::convert::from_wit_error;
 use crate::engine::{EpochTicker, build_engine, compatibility_key};
 use crate::linker::{DeniedImport, base_linker, component_linker};
 use crate::model::NamedTensors;
 use crate::pool::{PoolKey, Teardown, Warm, WarmPool};
-use crate::state::{CallState, MemoryLimitExceeded, OutputBudgetExceeded, from_wit_error};
+use crate::state::{CallState, MemoryLimitExceeded, OutputBudgetExceeded};
 use crate::{CallContext, Digest, EngineConfig, RuntimeError, SandboxLimits, Signature};
 use std::collections::HashMap;
 use std::path::PathBuf;

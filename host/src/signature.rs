@@ -2,7 +2,7 @@
 
 use crate::DataType;
 use crate::bindings::conduit::compute::types as wit;
-use crate::state::from_wit_dtype;
+use crate::convert::from_wit_dtype;
 use std::fmt;
 
 /// One declared input or output tensor.
