@@ -6,14 +6,17 @@
 //! and writes into `OUT_DIR`:
 //!
 //! - `vocab_tokens.txt`: every token concatenated, in id order (`include_str!`);
-//! - `vocab_offsets.bin`: `u32` LE start offsets into it, `len + 1` entries;
-//! - `vocab_words.bin` / `vocab_cont.bin`: open-addressing hash tables (FNV-1a, linear
-//!   probing, power-of-two size, load ≤ 1/2) of LE slots holding `id + 1` (0 = empty),
-//!   `u16` wide when the vocabulary has fewer than 65535 tokens (it does), else `u32`.
-//!   `words` indexes every token as written; `cont` indexes the `##` continuation tokens
-//!   by their text after `##`, so probing `"ing"` there finds `"##ing"` without building
-//!   the prefixed string;
-//! - `vocab.rs`: sizes, longest-token lengths and the special-token ids.
+//! - `vocab.rs`: sizes, longest-token lengths, the special-token ids and three typed
+//!   static arrays:
+//!   - `OFFSETS: [u32; VOCAB_LEN + 1]`, the start offset of each token in the text;
+//!   - `WORDS` / `CONT`: open-addressing hash tables (FNV-1a, linear probing,
+//!     power-of-two size, load ≤ 1/2) of `Slot`s, 0 = empty. A slot holds `id + 1` in
+//!     its low `ID_BITS` bits and the top bits of the key's hash above them (a
+//!     fingerprint that rejects almost every mismatch without reading the key). `Slot`
+//!     is `u32` (16-bit ids and fingerprints) when the vocabulary has fewer than 65535
+//!     tokens (it does), else `u64`. `WORDS` indexes every token as written; `CONT`
+//!     indexes the `##` continuation tokens by their text after `##`, so probing `"ing"`
+//!     there finds `"##ing"` without building the prefixed string.
 //!
 //! Nothing is parsed or allocated at run time: the tables are read-only data in the binary.
 
@@ -84,15 +87,14 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
 
     // Concatenated token text and offsets.
-    let mut offsets = Vec::with_capacity((tokens.len() + 1) * 4);
+    let mut offsets = Vec::with_capacity(tokens.len() + 1);
     let mut all = String::new();
     for tok in &tokens {
-        offsets.extend_from_slice(&(all.len() as u32).to_le_bytes());
+        offsets.push(all.len() as u64);
         all.push_str(tok);
     }
-    offsets.extend_from_slice(&(all.len() as u32).to_le_bytes());
+    offsets.push(all.len() as u64);
     write(&out.join("vocab_tokens.txt"), all.as_bytes());
-    write(&out.join("vocab_offsets.bin"), &offsets);
 
     // Only ids that HF's map keeps (the last of any duplicates) are reachable.
     let mut words: Vec<(&str, u32)> = ids.iter().map(|(t, id)| (*t, *id)).collect();
@@ -101,13 +103,13 @@ fn main() {
         .iter()
         .filter_map(|&(t, id)| t.strip_prefix("##").map(|rest| (rest, id)))
         .collect();
-    let slot_bytes = if tokens.len() < u16::MAX as usize {
-        2
+    let (slot_type, id_bits) = if tokens.len() < u16::MAX as usize {
+        ("u32", 16)
     } else {
-        4
+        ("u64", 32)
     };
-    let (words_bits, words_max) = table(&out.join("vocab_words.bin"), &words, slot_bytes);
-    let (cont_bits, cont_max) = table(&out.join("vocab_cont.bin"), &cont, slot_bytes);
+    let (words_bits, words_max, words_slots) = table(&words, id_bits);
+    let (cont_bits, cont_max, cont_slots) = table(&cont, id_bits);
 
     let mut rs = String::new();
     writeln!(
@@ -117,7 +119,8 @@ fn main() {
     )
     .unwrap();
     writeln!(rs, "pub(crate) const VOCAB_LEN: usize = {};", tokens.len()).unwrap();
-    writeln!(rs, "pub(crate) const SLOT_BYTES: usize = {slot_bytes};").unwrap();
+    writeln!(rs, "pub(crate) type Slot = {slot_type};").unwrap();
+    writeln!(rs, "pub(crate) const ID_BITS: u32 = {id_bits};").unwrap();
     writeln!(rs, "pub(crate) const WORDS_BITS: u32 = {words_bits};").unwrap();
     writeln!(rs, "pub(crate) const WORDS_MAX_LEN: usize = {words_max};").unwrap();
     writeln!(rs, "pub(crate) const CONT_BITS: u32 = {cont_bits};").unwrap();
@@ -131,32 +134,46 @@ fn main() {
         });
         writeln!(rs, "pub(crate) const {name}: u32 = {id};").unwrap();
     }
+    array(&mut rs, "OFFSETS", "u32", "VOCAB_LEN + 1", &offsets);
+    array(&mut rs, "WORDS", "Slot", "1 << WORDS_BITS", &words_slots);
+    array(&mut rs, "CONT", "Slot", "1 << CONT_BITS", &cont_slots);
     write(&out.join("vocab.rs"), rs.as_bytes());
 }
 
-/// Writes an open-addressing table of `id + 1` slots for `entries`; returns (bits, longest key).
-fn table(path: &Path, entries: &[(&str, u32)], slot_bytes: usize) -> (u32, usize) {
+/// Lays out an open-addressing table for `entries`: (bits, longest key, slots).
+///
+/// A slot is `(hash >> 32 - fingerprint bits) << id_bits | (id + 1)`, 0 when empty.
+fn table(entries: &[(&str, u32)], id_bits: u32) -> (u32, usize, Vec<u64>) {
     let mut bits = 4;
     while (1usize << bits) < entries.len() * 2 {
         bits += 1;
     }
     let mask = (1usize << bits) - 1;
-    let mut slots = vec![0u32; 1 << bits];
+    let fp_shift = 32 - id_bits;
+    let mut slots = vec![0u64; 1 << bits];
     let mut longest = 0;
     for &(key, id) in entries {
         longest = longest.max(key.len());
-        let mut i = hash::fnv1a(key.as_bytes()) as usize & mask;
+        let h = hash::fnv1a(key.as_bytes());
+        let mut i = h as usize & mask;
         while slots[i] != 0 {
             i = (i + 1) & mask;
         }
-        slots[i] = id + 1;
+        slots[i] = (u64::from(h >> fp_shift) << id_bits) | u64::from(id + 1);
     }
-    let bytes: Vec<u8> = slots
-        .iter()
-        .flat_map(|s| s.to_le_bytes()[..slot_bytes].to_vec())
-        .collect();
-    write(path, &bytes);
-    (bits, longest)
+    (bits, longest, slots)
+}
+
+/// Appends `static NAME: [TY; LEN] = [...];` to `rs`.
+fn array(rs: &mut String, name: &str, ty: &str, len: &str, values: &[u64]) {
+    writeln!(rs, "static {name}: [{ty}; {len}] = [").unwrap();
+    for chunk in values.chunks(32) {
+        for v in chunk {
+            write!(rs, "{v},").unwrap();
+        }
+        rs.push('\n');
+    }
+    rs.push_str("];\n");
 }
 
 fn write(path: &Path, bytes: &[u8]) {

@@ -35,12 +35,6 @@ impl Encoding {
             token_type_ids: Vec::with_capacity(n),
         }
     }
-
-    fn push(&mut self, id: u32, mask: i64, type_id: i64) {
-        self.input_ids.push(i64::from(id));
-        self.attention_mask.push(mask);
-        self.token_type_ids.push(type_id);
-    }
 }
 
 /// Encodes `text` (and `pair`, as the second sequence) into one row of `max_length` tokens.
@@ -121,26 +115,29 @@ impl Scratch {
             }
         };
 
-        out.push(vocab::CLS_ID, 1, 0);
-        for &id in &self.a[..len_a] {
-            out.push(id, 1, 0);
-        }
-        out.push(vocab::SEP_ID, 1, 0);
-        if pair.is_some() {
-            for &id in &self.b[..len_b] {
-                out.push(id, 1, 1);
-            }
-            out.push(vocab::SEP_ID, 1, 1);
-        }
-
+        // The row: `[CLS] A [SEP]` (type 0), then `B [SEP]` (type 1), then padding, cut
+        // to `max_length` when that cannot even hold the special tokens.
+        let first = len_a + 2;
+        let second = if pair.is_some() { len_b + 1 } else { 0 };
         let row_end = row_start + max_length;
-        while out.input_ids.len() < row_end {
-            out.push(vocab::PAD_ID, 0, 0);
+        let real_end = (row_start + first + second).min(row_end);
+        let first_end = (row_start + first).min(row_end);
+
+        let ids = &mut out.input_ids;
+        ids.push(i64::from(vocab::CLS_ID));
+        ids.extend(self.a[..len_a].iter().map(|&id| i64::from(id)));
+        ids.push(i64::from(vocab::SEP_ID));
+        if pair.is_some() {
+            ids.extend(self.b[..len_b].iter().map(|&id| i64::from(id)));
+            ids.push(i64::from(vocab::SEP_ID));
         }
-        // Only when `max_length` cannot hold the special tokens.
-        out.input_ids.truncate(row_end);
-        out.attention_mask.truncate(row_end);
-        out.token_type_ids.truncate(row_end);
+        ids.resize(row_end, i64::from(vocab::PAD_ID));
+
+        out.attention_mask.resize(real_end, 1);
+        out.attention_mask.resize(row_end, 0);
+        out.token_type_ids.resize(first_end, 0);
+        out.token_type_ids.resize(real_end, 1);
+        out.token_type_ids.resize(row_end, 0);
     }
 }
 
@@ -173,11 +170,12 @@ fn truncate_pair(n_a: usize, n_b: usize, budget: usize) -> (usize, usize) {
 struct Ids<'a> {
     ids: &'a mut Vec<u32>,
     limit: usize,
+    hashes: wordpiece::PrefixHashes,
 }
 
 impl WordSink for Ids<'_> {
     fn word(&mut self, word: &str) {
-        wordpiece::tokenize(word, self.ids);
+        wordpiece::tokenize(word, &mut self.hashes, self.ids);
     }
 
     fn full(&self) -> bool {
@@ -188,7 +186,11 @@ impl WordSink for Ids<'_> {
 /// The ids of one sequence (no special tokens added); may stop early past `limit` ids.
 fn tokenize(text: &str, limit: usize, word: &mut String, ids: &mut Vec<u32>) {
     ids.clear();
-    let mut sink = Ids { ids, limit };
+    let mut sink = Ids {
+        ids,
+        limit,
+        hashes: [0; vocab::MAX_KEY + 1],
+    };
     let mut rest = text;
     while let Some((before, id, after)) = split_special(rest) {
         normalize::words(before, word, &mut sink);

@@ -41,33 +41,80 @@ pub(crate) fn words(text: &str, buf: &mut String, sink: &mut impl WordSink) {
             buf.clear();
             return;
         }
-        let b = bytes[i];
-        if is_fast_ascii(b) {
-            push_char(char::from(b.to_ascii_lowercase()), buf, sink);
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < bytes.len() && !is_fast_ascii(bytes[i]) {
-            i += 1;
-        }
-        // `start..i` lies on char boundaries: it is delimited by ASCII bytes.
-        for c in normalize_run(&text[start..i]) {
-            push_char(c, buf, sink);
-            if sink.full() {
-                buf.clear();
-                return;
+        match CLASS[usize::from(bytes[i])] {
+            WORD => {
+                let start = i;
+                i += 1;
+                while i < bytes.len() && CLASS[usize::from(bytes[i])] == WORD {
+                    i += 1;
+                }
+                let run = &text[start..i];
+                let ends_word = i == bytes.len() || CLASS[usize::from(bytes[i])] != OTHER;
+                if buf.is_empty() && ends_word && !run.bytes().any(|b| b.is_ascii_uppercase()) {
+                    // A whole word, already normalized: no copy.
+                    sink.word(run);
+                } else {
+                    let at = buf.len();
+                    buf.push_str(run);
+                    buf[at..].make_ascii_lowercase();
+                }
+            }
+            SPACE => {
+                flush(buf, sink);
+                i += 1;
+            }
+            PUNC => {
+                flush(buf, sink);
+                sink.word(&text[i..i + 1]);
+                i += 1;
+            }
+            _ => {
+                let start = i;
+                while i < bytes.len() && CLASS[usize::from(bytes[i])] == OTHER {
+                    i += 1;
+                }
+                // `start..i` lies on char boundaries: it is delimited by ASCII bytes.
+                for c in normalize_run(&text[start..i]) {
+                    push_char(c, buf, sink);
+                    if sink.full() {
+                        buf.clear();
+                        return;
+                    }
+                }
             }
         }
     }
     flush(buf, sink);
 }
 
-/// Printable ASCII and `\t\n\r`: needs no filtering, NFD or accent stripping.
-#[inline]
-fn is_fast_ascii(b: u8) -> bool {
-    (0x20..0x7f).contains(&b) || b == b'\t' || b == b'\n' || b == b'\r'
-}
+/// [`CLASS`] of printable ASCII that is neither whitespace nor punctuation.
+const WORD: u8 = 0;
+/// [`CLASS`] of `' '`, `\t`, `\n`, `\r`.
+const SPACE: u8 = 1;
+/// [`CLASS`] of ASCII punctuation.
+const PUNC: u8 = 2;
+/// [`CLASS`] of every other byte (controls, DEL, non-ASCII): the full pipeline.
+const OTHER: u8 = 3;
+
+/// The fast-path class of each byte. Printable ASCII and `\t\n\r` need no filtering,
+/// NFD or accent stripping.
+static CLASS: [u8; 256] = {
+    let mut class = [OTHER; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        class[b] = if (b as u8).is_ascii_punctuation() {
+            PUNC
+        } else {
+            WORD
+        };
+        b += 1;
+    }
+    class[b' ' as usize] = SPACE;
+    class[b'\t' as usize] = SPACE;
+    class[b'\n' as usize] = SPACE;
+    class[b'\r' as usize] = SPACE;
+    class
+};
 
 /// The full normalization pipeline over a run of characters.
 fn normalize_run(run: &str) -> impl Iterator<Item = char> + '_ {

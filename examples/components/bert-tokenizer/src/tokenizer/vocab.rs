@@ -1,20 +1,14 @@
 //! The WordPiece vocabulary, compiled into the binary by `build.rs`.
 //!
 //! Lookups probe static open-addressing tables (FNV-1a, linear probing); nothing is
-//! parsed, hashed into a map or allocated at start-up.
-
-use super::hash::fnv1a;
+//! parsed, hashed into a map or allocated at start-up. Each slot carries a fingerprint
+//! of its key's hash, so a probe reads the token text only when the fingerprints agree
+//! (in practice: only for the match itself).
 
 include!(concat!(env!("OUT_DIR"), "/vocab.rs"));
 
 /// Every token, concatenated in id order.
 static TOKENS: &str = include_str!(concat!(env!("OUT_DIR"), "/vocab_tokens.txt"));
-/// `u32` LE start offsets of each token in [`TOKENS`], plus the end.
-static OFFSETS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vocab_offsets.bin"));
-/// Slots (`id + 1`, 0 = empty) keyed by the token as written.
-static WORDS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vocab_words.bin"));
-/// Slots keyed by the text after `##` of continuation tokens.
-static CONT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vocab_cont.bin"));
 
 /// Number of tokens in the vocabulary.
 pub(crate) const fn len() -> usize {
@@ -27,64 +21,94 @@ pub(crate) fn token(id: u32) -> Option<&'static str> {
     if id >= VOCAB_LEN {
         return None;
     }
-    let start = read_u32(OFFSETS, id) as usize;
-    let end = read_u32(OFFSETS, id + 1) as usize;
-    TOKENS.get(start..end)
+    TOKENS.get(OFFSETS[id] as usize..OFFSETS[id + 1] as usize)
+}
+
+/// One of the two lookup tables.
+#[derive(Clone, Copy)]
+pub(crate) enum Table {
+    /// Word-initial tokens, keyed as written.
+    Words,
+    /// Continuation tokens, keyed by their text after `##`.
+    Cont,
+}
+
+impl Table {
+    /// Longest key (bytes) in the table: longer pieces cannot match.
+    #[inline]
+    pub(crate) const fn max_len(self) -> usize {
+        match self {
+            Self::Words => WORDS_MAX_LEN,
+            Self::Cont => CONT_MAX_LEN,
+        }
+    }
+
+    /// The id of `key`, whose [`fnv1a`](super::hash::fnv1a) hash is `hash`.
+    #[inline]
+    pub(crate) fn get(self, key: &[u8], hash: u32) -> Option<u32> {
+        match self {
+            Self::Words => probe(&WORDS, hash, key, 0),
+            Self::Cont => probe(&CONT, hash, key, 2),
+        }
+    }
 }
 
 /// The id of the word-initial token `piece`.
-#[inline]
+#[cfg(test)]
 pub(crate) fn word_id(piece: &str) -> Option<u32> {
-    probe(WORDS, WORDS_BITS, piece, 0)
+    Table::Words.get(piece.as_bytes(), super::hash::fnv1a(piece.as_bytes()))
 }
 
 /// The id of the continuation token `##piece`.
-#[inline]
+#[cfg(test)]
 pub(crate) fn cont_id(piece: &str) -> Option<u32> {
-    probe(CONT, CONT_BITS, piece, 2)
+    Table::Cont.get(piece.as_bytes(), super::hash::fnv1a(piece.as_bytes()))
 }
 
-/// Longest key (bytes) in the word table: longer pieces cannot match.
-pub(crate) const WORD_MAX: usize = WORDS_MAX_LEN;
-/// Longest key (bytes, `##` excluded) in the continuation table.
-pub(crate) const CONT_MAX: usize = CONT_MAX_LEN;
+/// The longest key that could possibly match in either table.
+pub(crate) const MAX_KEY: usize = if WORDS_MAX_LEN > CONT_MAX_LEN {
+    WORDS_MAX_LEN
+} else {
+    CONT_MAX_LEN
+};
 
+/// Looks `key` (hash `hash`) up in `table`, whose tokens start with `skip` bytes not in the key.
 #[inline]
-fn probe(table: &[u8], bits: u32, key: &str, skip: usize) -> Option<u32> {
-    let mask = (1usize << bits) - 1;
-    let mut i = fnv1a(key.as_bytes()) as usize & mask;
+fn probe<const N: usize>(table: &[Slot; N], hash: u32, key: &[u8], skip: usize) -> Option<u32> {
+    let mask = N - 1;
+    let id_mask: Slot = (1 << ID_BITS) - 1;
+    let fp = (hash >> (32 - ID_BITS)) as Slot;
+    let mut i = hash as usize & mask;
     loop {
-        let slot = read_slot(table, i);
+        let slot = table[i];
         if slot == 0 {
             return None;
         }
-        let id = slot - 1;
-        let start = read_u32(OFFSETS, id as usize) as usize + skip;
-        let end = read_u32(OFFSETS, id as usize + 1) as usize;
-        if TOKENS.as_bytes().get(start..end) == Some(key.as_bytes()) {
-            return Some(id);
+        if slot >> ID_BITS == fp {
+            let id = (slot & id_mask) as usize - 1;
+            let start = OFFSETS[id] as usize + skip;
+            let end = OFFSETS[id + 1] as usize;
+            if same(TOKENS.as_bytes().get(start..end), key) {
+                return Some(id as u32);
+            }
         }
         i = (i + 1) & mask;
     }
 }
 
+/// `token == Some(key)`, as an inline loop: keys are short, and slice equality would
+/// call `memcmp` (a plain byte loop out of line in wasi-libc).
 #[inline]
-fn read_slot(table: &[u8], i: usize) -> u32 {
-    if SLOT_BYTES == 2 {
-        u32::from(u16::from_le_bytes([table[2 * i], table[2 * i + 1]]))
-    } else {
-        read_u32(table, i)
+fn same(token: Option<&[u8]>, key: &[u8]) -> bool {
+    let Some(token) = token else { return false };
+    if token.len() != key.len() {
+        return false;
     }
-}
-
-#[inline]
-fn read_u32(bytes: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes([
-        bytes[4 * i],
-        bytes[4 * i + 1],
-        bytes[4 * i + 2],
-        bytes[4 * i + 3],
-    ])
+    let mut diff = 0;
+    for (a, b) in token.iter().zip(key) {
+        diff |= a ^ b;
+    }
+    diff == 0
 }
 
 #[cfg(test)]

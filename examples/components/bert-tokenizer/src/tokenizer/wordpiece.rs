@@ -5,39 +5,57 @@
 //! vocabulary pieces (the first as written, the rest as `##` continuations), becomes a
 //! single `[UNK]`.
 
-use super::vocab;
+use super::hash;
+use super::vocab::{self, Table};
 
 /// `max_input_chars_per_word` of all-MiniLM-L6-v2's `tokenizer.json`.
 pub(crate) const MAX_INPUT_CHARS_PER_WORD: usize = 100;
 
+/// Scratch for [`tokenize`]: `hashes[k]` is the hash of the `k`-byte piece being matched.
+///
+/// Kept by the caller across words, so it is not zeroed for every word (in WASM a
+/// zeroing is a `memory.fill` call into the runtime).
+pub(crate) type PrefixHashes = [u32; vocab::MAX_KEY + 1];
+
 /// Appends the ids of `word` (non-empty, normalized, pre-tokenized) to `out`.
-pub(crate) fn tokenize(word: &str, out: &mut Vec<u32>) {
+pub(crate) fn tokenize(word: &str, hashes: &mut PrefixHashes, out: &mut Vec<u32>) {
     if word.len() > MAX_INPUT_CHARS_PER_WORD && word.chars().count() > MAX_INPUT_CHARS_PER_WORD {
         out.push(vocab::UNK_ID);
         return;
     }
+    let bytes = word.as_bytes();
     let mark = out.len();
     let mut start = 0;
-    while start < word.len() {
-        let (max, lookup): (usize, fn(&str) -> Option<u32>) = if start == 0 {
-            (vocab::WORD_MAX, vocab::word_id)
-        } else {
-            (vocab::CONT_MAX, vocab::cont_id)
-        };
+    let mut table = Table::Words;
+    while start < bytes.len() {
         // Pieces longer than the longest vocabulary key cannot match: start below it.
-        let mut end = floor_char_boundary(word, start + max);
-        let mut found = None;
-        while start < end {
-            if let Some(id) = lookup(&word[start..end]) {
-                found = Some(id);
-                break;
-            }
-            end = floor_char_boundary(word, end - 1);
+        let longest = table.max_len().min(bytes.len() - start);
+        let piece = &bytes[start..start + longest];
+        // The hash of every prefix of the piece, in one pass (FNV-1a runs left to
+        // right) instead of once per candidate length.
+        let mut h = hash::FNV_OFFSET;
+        for (k, &b) in piece.iter().enumerate() {
+            h = hash::fnv1a_step(h, b);
+            hashes[k + 1] = h;
         }
+        // Greedy longest match first, on char boundaries only.
+        let mut len = longest;
+        let found = loop {
+            if len == 0 {
+                break None;
+            }
+            if word.is_char_boundary(start + len)
+                && let Some(id) = table.get(&piece[..len], hashes[len])
+            {
+                break Some(id);
+            }
+            len -= 1;
+        };
         match found {
             Some(id) => {
                 out.push(id);
-                start = end;
+                start += len;
+                table = Table::Cont;
             }
             None => {
                 out.truncate(mark);
@@ -48,26 +66,13 @@ pub(crate) fn tokenize(word: &str, out: &mut Vec<u32>) {
     }
 }
 
-/// The largest char boundary of `s` that is `<= i` (`s.len()` when `i` is past the end).
-#[inline]
-fn floor_char_boundary(s: &str, i: usize) -> usize {
-    if i >= s.len() {
-        return s.len();
-    }
-    let mut i = i;
-    while !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ids(word: &str) -> Vec<u32> {
         let mut out = Vec::new();
-        tokenize(word, &mut out);
+        tokenize(word, &mut [0; vocab::MAX_KEY + 1], &mut out);
         out
     }
 
