@@ -36,6 +36,10 @@ pub struct RuntimeConfig {
 /// Calls run in instances from wasmtime's pooling allocator: a warm instance
 /// of the same component and tenant when one is idle, else a fresh one.
 /// Teardown happens on a background thread, off the request path.
+///
+/// The async methods expect a Tokio runtime with its time driver enabled
+/// (`Builder::enable_all`): compilation runs on Tokio's blocking pool and
+/// waiting for an instance slot is bounded by a Tokio timer.
 #[derive(Clone)]
 pub struct Runtime {
     inner: Arc<Inner>,
