@@ -226,32 +226,9 @@ impl Runtime {
         };
         let mut warm = match warm {
             Some(w) => w,
-            None => {
-                let (mut store, permit) = self.new_store(component.label.clone(), deadline).await?;
-                store
-                    .data_mut()
-                    .begin_call(limits.clone(), ctx.models.clone());
-                arm_deadline(&mut store, deadline);
-                match component.pre.instantiate_async(&mut store).await {
-                    Ok(instance) => Warm {
-                        store,
-                        instance,
-                        permit,
-                        uses: 0,
-                        idle_since: Instant::now(),
-                    },
-                    Err(e) => {
-                        let err = classify_trap(e, &limits);
-                        self.teardown(Teardown { store, permit });
-                        return Err(err);
-                    }
-                }
-            }
+            None => self.instantiate(component, &limits, ctx, deadline).await?,
         };
-        warm.store
-            .data_mut()
-            .begin_call(limits.clone(), ctx.models.clone());
-        arm_deadline(&mut warm.store, deadline);
+        prepare(&mut warm.store, &limits, ctx, deadline);
         let result = call_process(&warm.instance, &mut warm.store, inputs, params).await;
         warm.uses += 1;
         let (outcome, healthy) = match result {
@@ -273,6 +250,32 @@ impl Runtime {
             self.teardown(warm);
         }
         outcome
+    }
+
+    /// A fresh instance of `component`, instantiated under the call's limits.
+    async fn instantiate(
+        &self,
+        component: &Component,
+        limits: &SandboxLimits,
+        ctx: &CallContext,
+        deadline: Instant,
+    ) -> Result<Warm, RuntimeError> {
+        let (mut store, permit) = self.new_store(component.label.clone(), deadline).await?;
+        prepare(&mut store, limits, ctx, deadline);
+        match component.pre.instantiate_async(&mut store).await {
+            Ok(instance) => Ok(Warm {
+                store,
+                instance,
+                permit,
+                uses: 0,
+                idle_since: Instant::now(),
+            }),
+            Err(e) => {
+                let err = classify_trap(e, limits);
+                self.teardown(Teardown { store, permit });
+                Err(err)
+            }
+        }
     }
 
     async fn describe(
@@ -354,6 +357,19 @@ impl Runtime {
             drop(doomed);
         }
     }
+}
+
+/// Readies a store for the next call: its limits, models, budgets and deadline.
+fn prepare(
+    store: &mut Store<CallState>,
+    limits: &SandboxLimits,
+    ctx: &CallContext,
+    deadline: Instant,
+) {
+    store
+        .data_mut()
+        .begin_call(limits.clone(), ctx.models.clone());
+    arm_deadline(store, deadline);
 }
 
 /// Checks `deadline` at every epoch tick, yielding to the executor in
