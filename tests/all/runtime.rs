@@ -369,3 +369,21 @@ async fn idle_instances_are_evicted_when_the_pool_is_full() {
     }
     assert!(rt.slots_in_use() <= 2);
 }
+
+#[tokio::test]
+async fn unloading_forgets_the_component_but_not_calls_holding_it() {
+    let rt = small_runtime(4);
+    let bytes = component_bytes("adversary");
+    let c = rt.load(&bytes).await.unwrap();
+    let t = conduit_host::CallContext::new("t");
+    assert_eq!(counter(&rt, &c, &t).await, 1.0);
+    assert!(rt.unload(&c.digest()));
+    assert!(rt.get(&c.digest()).is_none());
+    assert!(!rt.unload(&c.digest()));
+    // Its idle instance went with it: the next call starts fresh.
+    assert_eq!(counter(&rt, &c, &t).await, 1.0);
+    // Loading again gives a new component that serves as before.
+    let again = rt.load(&bytes).await.unwrap();
+    assert_eq!(again.digest(), c.digest());
+    assert!(rt.get(&c.digest()).is_some());
+}
