@@ -1,7 +1,8 @@
 //! Component benchmarks, reported as ratios measured in one run:
 //!
 //! 1. the component cost a request pays for a tiny input (instantiate + call),
-//! 2. the tokenizer and softmax-top-k in WASM vs the same Rust natively,
+//! 2. the tokenizer and softmax-top-k in WASM vs the same Rust natively, as
+//!    whole calls and as compute alone (the op looped inside one call),
 //! 3. 1 MiB and 16 MiB tensors through a component: routed (handle) vs copied.
 //!
 //! Run with `make bench` (or `cargo run --release -p conduit-bench -- --components DIR`).
@@ -224,6 +225,33 @@ async fn run(
     row("softmax+top5, [32,1000], WASM (whole call)", topk_wasm);
     row("softmax+top5, [32,1000], native", topk_native);
 
+    // 2c. Compute alone: the same ops looped N times inside one call.
+    let op_loop = bench.load(&dir, "op_loop").await?;
+    const N: i64 = 20;
+    let looped = |op: &str, iters: i64| {
+        [
+            param("op", ParamValue::String(op.into())),
+            param("iters", ParamValue::Int64(iters)),
+        ]
+    };
+    let per_op = |once: Stats, many: Stats| Stats {
+        p50: many.p50.saturating_sub(once.p50) / N as u32,
+        p90: many.p90.saturating_sub(once.p90) / N as u32,
+        n: many.n,
+    };
+    let tok_once = bench.call(&op_loop, &batch, &looped("tokenize", 1)).await;
+    let tok_many = bench
+        .call(&op_loop, &batch, &looped("tokenize", N + 1))
+        .await;
+    let tok_compute = per_op(tok_once, tok_many);
+    row("tokenizer, 32 texts, WASM compute only", tok_compute);
+    let sm_once = bench.call(&op_loop, &lt, &looped("softmax-topk", 1)).await;
+    let sm_many = bench
+        .call(&op_loop, &lt, &looped("softmax-topk", N + 1))
+        .await;
+    let sm_compute = per_op(sm_once, sm_many);
+    row("softmax+top5, [32,1000], WASM compute only", sm_compute);
+
     // 3. Large tensors: routed handle vs copied through the guest.
     let mut transfer = Vec::new();
     for mib in [1usize, 16] {
@@ -278,8 +306,16 @@ async fn run(
         net(tok_batch_wasm) / us(tok_batch_native.p50)
     );
     println!(
+        "| tokenizer 32 texts: WASM compute only / native       | {:>7.2} |",
+        ratio(tok_compute, tok_batch_native)
+    );
+    println!(
         "| softmax+top5: WASM call / native                     | {:>7.2} |",
         ratio(topk_wasm, topk_native)
+    );
+    println!(
+        "| softmax+top5: WASM compute only / native             | {:>7.2} |",
+        ratio(sm_compute, topk_native)
     );
     println!(
         "| softmax+top5: (WASM call - overhead) / native        | {:>7.2} |",

@@ -27,14 +27,15 @@
 //! # Native use
 //!
 //! [`encode`] and [`encode_batch`] are plain Rust (used by benchmarks and tests); the
-//! component glue is compiled only for `wasm32`, so linking this crate natively adds no
-//! export symbols.
+//! component glue is compiled only for `wasm32` with the default `component` feature, so
+//! linking this crate natively (or into another component without that feature) adds
+//! no export symbols.
 
 mod tokenizer;
 
 pub use tokenizer::{Encoding, encode, encode_batch, id_to_token, vocab_size};
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;
 
 /// Default `max_length` when the request has no such parameter.

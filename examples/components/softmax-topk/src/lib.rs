@@ -116,7 +116,7 @@ fn top_k(row: &[f32], k: usize, best: &mut Vec<usize>) {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component {
     use conduit_guest::{DataType, Error, Inputs, Outputs, Params, Processor, Signature, Tensor};
 
