@@ -344,10 +344,7 @@ impl Runtime {
         deadline: Instant,
     ) -> Result<(Store<CallState>, OwnedSemaphorePermit), RuntimeError> {
         let permit = self.admit(deadline).await?;
-        let mut store = Store::new(
-            &self.inner.engine,
-            CallState::new(label, SandboxLimits::default(), None),
-        );
+        let mut store = Store::new(&self.inner.engine, CallState::new(label));
         store.limiter(|s| s);
         Ok((store, permit))
     }

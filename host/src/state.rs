@@ -37,11 +37,10 @@ pub(crate) struct CallState {
 }
 
 impl CallState {
-    pub(crate) fn new(
-        component: Arc<str>,
-        limits: SandboxLimits,
-        models: Option<Arc<dyn ModelBackend>>,
-    ) -> Self {
+    /// State for a new store of `component`; each call's limits and models
+    /// are set by [`CallState::begin_call`].
+    pub(crate) fn new(component: Arc<str>) -> Self {
+        let limits = SandboxLimits::default();
         let log_budget = LogBudget::new(limits.max_log_bytes);
         let stdout = CapturedOutput::new(Stream::Stdout, component.clone(), log_budget.clone());
         let stderr = CapturedOutput::new(Stream::Stderr, component.clone(), log_budget.clone());
@@ -61,7 +60,7 @@ impl CallState {
             component,
             log_budget,
             outputs: [stdout, stderr],
-            models,
+            models: None,
             random: WasiRandomCtx::default(),
         }
     }
