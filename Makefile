@@ -13,10 +13,11 @@ CONDUIT      := $(TARGET_DIR)/release/conduit
 COMPONENTS := bert-tokenizer embedding-post softmax-topk embed-pipeline \
               adversary tensor-ops wrong-world
 # Native crates whose unit tests run too (guest logic, the SDK's doc examples).
-NATIVE_TESTS := -p conduit -p conduit-host -p conduit-guest -p pooling \
+NATIVE_TESTS := -p conduit -p conduit-host -p conduit-registry -p conduit-proto \
+                -p conduit-guest -p pooling \
                 -p bert-tokenizer -p softmax-topk
 
-.PHONY: demo test lint bench components build setup target venv model reference clean-testdata
+.PHONY: demo test lint bench components build setup target venv model reference fixtures clean-testdata
 
 ## README command 1: tokenize a sentence pair with the tokenizer component.
 demo: components build
@@ -25,7 +26,7 @@ demo: components build
 		"Conduit's headquarters are situated in Mountain View"
 
 ## README command 2: every test (unit, doc, end-to-end with real components).
-test: components reference
+test: components reference fixtures
 	$(CARGO) test --release $(NATIVE_TESTS)
 	$(CARGO) run --release -q -p conduit-bench -- --components $(WASM_DIR) --smoke > /dev/null
 
@@ -63,6 +64,10 @@ model: $(VENV_PY)
 ## Python `tokenizers` encodings of the tokenizer corpus.
 reference: venv model
 	$(VENV_PY) scripts/tokenizer_reference.py tests/data/tokenizer_corpus.json testdata/tokenizer_reference.json
+
+## Small ONNX models (and one garbage file) for the host crate's ONNX parser tests.
+fixtures: venv
+	$(VENV_PY) scripts/make_fixtures.py testdata/fixtures
 
 clean-testdata:
 	rm -rf testdata

@@ -6,7 +6,9 @@ use clap::{Parser, Subcommand};
 use conduit_host::{CallContext, Param, ParamValue, Runtime, RuntimeConfig, Tensor};
 use std::path::{Path, PathBuf};
 
+mod modules;
 mod print;
+mod serve;
 
 /// Serve ML pipelines: WebAssembly components beside native model executors.
 #[derive(Parser)]
@@ -41,6 +43,93 @@ enum Command {
     Describe {
         /// The component (`.wasm`).
         component: PathBuf,
+    },
+    /// Run Conduit on this machine: the registry (and runner) over one data directory.
+    Dev(serve::ServeArgs),
+    /// Run the registry alone.
+    Registry(serve::ServeArgs),
+    /// Upload a component or model and register it as NAME@VERSION.
+    Push {
+        #[command(flatten)]
+        args: modules::PushArgs,
+        #[command(flatten)]
+        conn: modules::Connection,
+    },
+    /// List your modules.
+    List {
+        /// Only this kind.
+        #[arg(long)]
+        kind: Option<modules::PushKindOrPipeline>,
+        /// Only names starting with this.
+        #[arg(long, default_value = "")]
+        name: String,
+        #[command(flatten)]
+        conn: modules::Connection,
+    },
+    /// Show one module version: signature, digest, tags, size.
+    Inspect {
+        /// `name`, `name@version`, `name:tag` or `blake3:<hex>`.
+        reference: String,
+        /// Print the manifest as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: modules::Connection,
+    },
+    /// Point a tag at a version (moves it atomically if it exists).
+    Tag {
+        /// The version to tag (`name@version`, `name:other-tag`, digest).
+        reference: String,
+        /// The tag.
+        tag: String,
+        #[command(flatten)]
+        conn: modules::Connection,
+    },
+    /// Remove a tag.
+    Untag {
+        /// Module name.
+        name: String,
+        /// The tag.
+        tag: String,
+        #[command(flatten)]
+        conn: modules::Connection,
+    },
+    /// Delete one version (refused while a tag or another module references it).
+    Delete {
+        /// `name@version` or `blake3:<hex>`.
+        reference: String,
+        #[command(flatten)]
+        conn: modules::Connection,
+    },
+    /// Manage tenants (admin key).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+        #[command(flatten)]
+        conn: modules::Connection,
+    },
+    /// Delete blobs no module references (admin key).
+    Gc {
+        /// Keep unregistered uploads younger than this many seconds (default 3600).
+        #[arg(long)]
+        grace_seconds: Option<u64>,
+        #[command(flatten)]
+        conn: modules::Connection,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its API key (once).
+    Create {
+        /// Tenant name (lowercase letters, digits, `-`).
+        name: String,
+        /// Largest single upload in bytes (0: the registry's default).
+        #[arg(long, default_value_t = 0)]
+        max_upload_bytes: u64,
+        /// Total stored bytes (0: the registry's default).
+        #[arg(long, default_value_t = 0)]
+        max_stored_bytes: u64,
     },
 }
 
@@ -104,6 +193,35 @@ async fn run(command: Command) -> Result<()> {
                 println!("output  {spec}");
             }
         }
+        Command::Dev(args) => serve::serve(args, true).await?,
+        Command::Registry(args) => serve::serve(args, false).await?,
+        Command::Push { args, conn } => modules::push(&conn, args).await?,
+        Command::List { kind, name, conn } => modules::list(&conn, kind, name).await?,
+        Command::Inspect {
+            reference,
+            json,
+            conn,
+        } => modules::inspect(&conn, &reference, json).await?,
+        Command::Tag {
+            reference,
+            tag,
+            conn,
+        } => modules::tag(&conn, &reference, &tag).await?,
+        Command::Untag { name, tag, conn } => modules::untag(&conn, &name, &tag).await?,
+        Command::Delete { reference, conn } => modules::delete(&conn, &reference).await?,
+        Command::Tenant {
+            command:
+                TenantCommand::Create {
+                    name,
+                    max_upload_bytes,
+                    max_stored_bytes,
+                },
+            conn,
+        } => modules::create_tenant(&conn, &name, max_upload_bytes, max_stored_bytes).await?,
+        Command::Gc {
+            grace_seconds,
+            conn,
+        } => modules::gc(&conn, grace_seconds).await?,
     }
     Ok(())
 }

@@ -1,0 +1,809 @@
+//! The registry: tenants, uploads, manifests, tags — every operation scoped
+//! to the calling tenant.
+
+use crate::blob::{BlobStore, BlobWriter, Committed};
+use crate::manifest::{rfc3339, unix_now};
+use crate::names::{Reference, check_name, check_tag, check_tenant, parse_version};
+use crate::store::{self, BY_DIGEST, KEYS, MANIFESTS, TAGS, TENANTS, UPLOADS, UploadRecord};
+use crate::tenant::{hash_key, new_key};
+use crate::validate::{Candidate, Validator};
+use crate::{
+    Digest, ExecutorHints, Kind, LocalBlobStore, Manifest, RegistryError, Tenant, TenantLimits,
+};
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// How to open a [`Registry`].
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Data directory: `registry.redb` and `blobs/` live here.
+    pub root: PathBuf,
+    /// Limits given to tenants created without their own.
+    pub default_limits: TenantLimits,
+}
+
+/// The tenant created when a registry opens on an empty data directory.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    /// Its name (`default`); it is an admin.
+    pub tenant: String,
+    /// Its API key: shown once, stored only as a hash.
+    pub api_key: String,
+}
+
+/// A request to register one module version.
+#[derive(Debug, Clone)]
+pub struct NewManifest {
+    /// What it is.
+    pub kind: Kind,
+    /// Module name.
+    pub name: String,
+    /// Semantic version.
+    pub version: String,
+    /// The uploaded blob.
+    pub digest: Digest,
+    /// Executor hints (models).
+    pub executor: ExecutorHints,
+    /// Tags to point at it (besides `latest`).
+    pub tags: Vec<String>,
+    /// Modules it uses; pinned to `name@version` at registration.
+    pub references: Vec<String>,
+}
+
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only this kind.
+    pub kind: Option<Kind>,
+    /// Only names starting with this.
+    pub name_prefix: String,
+    /// Page size (default 100, at most 1000).
+    pub page_size: u32,
+    /// Continue after this token.
+    pub page_token: String,
+}
+
+/// What garbage collection did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Blobs deleted.
+    pub blobs_removed: u64,
+    /// Bytes those blobs held.
+    pub bytes_freed: u64,
+    /// Blobs kept (referenced, or uploaded within the grace period).
+    pub blobs_kept: u64,
+}
+
+/// The registry. Cheap to clone; safe to share across threads. Methods
+/// block on disk I/O: call them from a blocking context (the gRPC service
+/// uses `spawn_blocking`), except reads, which take microseconds.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    blobs: Arc<dyn BlobStore>,
+    validator: Arc<dyn Validator>,
+    config: RegistryConfig,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("root", &self.inner.config.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Opens the registry in `config.root` with the local blob store; on an
+    /// empty directory, creates the admin tenant `default` and returns its key.
+    ///
+    /// # Errors
+    /// [`RegistryError::Storage`] when the directory or database cannot be
+    /// opened (e.g. another process holds it).
+    pub fn open(
+        config: RegistryConfig,
+        validator: Arc<dyn Validator>,
+    ) -> Result<(Self, Option<Bootstrap>), RegistryError> {
+        let blobs = Arc::new(LocalBlobStore::open(config.root.join("blobs"))?);
+        Self::open_with(config, blobs, validator)
+    }
+
+    /// Like [`Registry::open`] with another blob store.
+    ///
+    /// # Errors
+    /// [`RegistryError::Storage`] when the database cannot be opened.
+    pub fn open_with(
+        config: RegistryConfig,
+        blobs: Arc<dyn BlobStore>,
+        validator: Arc<dyn Validator>,
+    ) -> Result<(Self, Option<Bootstrap>), RegistryError> {
+        std::fs::create_dir_all(&config.root)
+            .map_err(|e| RegistryError::Storage(format!("{}: {e}", config.root.display())))?;
+        let db = Database::create(config.root.join("registry.redb"))?;
+        let txn = db.begin_write()?;
+        for table in store::ALL_TABLES {
+            txn.open_table(table)?;
+        }
+        txn.commit()?;
+        let registry = Self {
+            inner: Arc::new(Inner {
+                db,
+                blobs,
+                validator,
+                config,
+            }),
+        };
+        let empty = registry
+            .inner
+            .db
+            .begin_read()?
+            .open_table(TENANTS)?
+            .is_empty()?;
+        let bootstrap = if empty {
+            let limits = registry.inner.config.default_limits;
+            let api_key = registry.insert_tenant("default", true, limits)?;
+            tracing::info!("created admin tenant `default`");
+            Some(Bootstrap {
+                tenant: "default".into(),
+                api_key,
+            })
+        } else {
+            None
+        };
+        Ok((registry, bootstrap))
+    }
+
+    /// Limits given to tenants created without their own.
+    pub fn default_limits(&self) -> TenantLimits {
+        self.inner.config.default_limits
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.inner.blobs
+    }
+
+    /// The tenant whose API key this is.
+    ///
+    /// # Errors
+    /// [`RegistryError::Unauthenticated`] for an empty or unknown key.
+    pub fn authenticate(&self, api_key: &str) -> Result<Tenant, RegistryError> {
+        if api_key.is_empty() {
+            return Err(RegistryError::Unauthenticated(
+                "missing API key: send `authorization: Bearer <key>`".into(),
+            ));
+        }
+        let txn = self.inner.db.begin_read()?;
+        let keys = txn.open_table(KEYS)?;
+        let tenants = txn.open_table(TENANTS)?;
+        store::tenant_by_key(&keys, &tenants, &hash_key(api_key))?
+            .ok_or_else(|| RegistryError::Unauthenticated("invalid API key".into()))
+    }
+
+    /// Creates a tenant (admin only) and returns it with its API key.
+    ///
+    /// # Errors
+    /// [`RegistryError::PermissionDenied`] for a non-admin caller,
+    /// [`RegistryError::InvalidArgument`] for a bad name,
+    /// [`RegistryError::AlreadyExists`] when the name is taken.
+    pub fn create_tenant(
+        &self,
+        caller: &Tenant,
+        name: &str,
+        limits: Option<TenantLimits>,
+    ) -> Result<(Tenant, String), RegistryError> {
+        if !caller.admin {
+            return Err(RegistryError::PermissionDenied(
+                "only an admin tenant may create tenants".into(),
+            ));
+        }
+        check_tenant(name)?;
+        let key = self.insert_tenant(
+            name,
+            false,
+            limits.unwrap_or(self.inner.config.default_limits),
+        )?;
+        let tenant = self.authenticate(&key)?;
+        tracing::info!(tenant = name, by = %caller.name, "tenant created");
+        Ok((tenant, key))
+    }
+
+    fn insert_tenant(
+        &self,
+        name: &str,
+        admin: bool,
+        limits: TenantLimits,
+    ) -> Result<String, RegistryError> {
+        let key = new_key()
+            .map_err(|e| RegistryError::Storage(format!("no randomness for a key: {e}")))?;
+        let tenant = Tenant {
+            name: name.to_string(),
+            admin,
+            key_hash: hash_key(&key),
+            limits,
+            created_at: rfc3339(unix_now()),
+        };
+        let txn = self.inner.db.begin_write()?;
+        {
+            let mut tenants = txn.open_table(TENANTS)?;
+            if tenants.get(name)?.is_some() {
+                return Err(RegistryError::AlreadyExists(format!(
+                    "tenant `{name}` already exists"
+                )));
+            }
+            store::put(&mut tenants, name, &tenant)?;
+            txn.open_table(KEYS)?
+                .insert(tenant.key_hash.as_str(), name.as_bytes())?;
+        }
+        txn.commit()?;
+        Ok(key)
+    }
+
+    /// Starts an upload of `size` bytes for `caller`; when `expected` is
+    /// given the bytes must hash to it.
+    ///
+    /// # Errors
+    /// [`RegistryError::QuotaExceeded`] when `size` is over the tenant's
+    /// per-upload limit; [`RegistryError::Storage`] on I/O failure.
+    pub fn begin_upload(
+        &self,
+        caller: &Tenant,
+        size: u64,
+        expected: Option<Digest>,
+    ) -> Result<Upload, RegistryError> {
+        let limit = caller.limits.max_upload_bytes;
+        if size > limit {
+            return Err(RegistryError::QuotaExceeded(format!(
+                "upload of {size} bytes exceeds tenant `{}`'s limit of {limit} bytes per upload",
+                caller.name
+            )));
+        }
+        let stored = self.stored_bytes(&caller.name)?;
+        if stored + size > caller.limits.max_stored_bytes {
+            return Err(RegistryError::QuotaExceeded(format!(
+                "tenant `{}` stores {stored} bytes; {size} more would exceed its limit of {}",
+                caller.name, caller.limits.max_stored_bytes
+            )));
+        }
+        Ok(Upload {
+            registry: self.clone(),
+            tenant: caller.clone(),
+            writer: self.inner.blobs.writer()?,
+            declared: size,
+            expected,
+        })
+    }
+
+    fn stored_bytes(&self, tenant: &str) -> Result<u64, RegistryError> {
+        stored_in(&self.inner.db.begin_read()?.open_table(UPLOADS)?, tenant)
+    }
+
+    fn record_upload(&self, tenant: &Tenant, committed: Committed) -> Result<(), RegistryError> {
+        let digest = committed.digest.to_string();
+        let txn = self.inner.db.begin_write()?;
+        {
+            let mut uploads = txn.open_table(UPLOADS)?;
+            let key = store::upload_key(&tenant.name, &digest);
+            if store::get::<UploadRecord>(&uploads, &key)?.is_none() {
+                let stored = stored_in(&uploads, &tenant.name)?;
+                let limit = tenant.limits.max_stored_bytes;
+                if stored + committed.size > limit {
+                    return Err(RegistryError::QuotaExceeded(format!(
+                        "tenant `{}` stores {stored} bytes; {} more would exceed its limit of {limit}",
+                        tenant.name, committed.size
+                    )));
+                }
+            }
+            let record = UploadRecord {
+                size: committed.size,
+                uploaded_at: unix_now(),
+            };
+            store::put(&mut uploads, &key, &record)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Validates and registers a module version. Pushing the same content
+    /// under the same version again is a no-op (`created == false`).
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidArgument`] for bad names or a module that fails
+    /// validation; [`RegistryError::NotFound`] when the blob was not uploaded
+    /// by this tenant or a reference does not resolve;
+    /// [`RegistryError::AlreadyExists`] when the version exists with other
+    /// content.
+    pub async fn put_manifest(
+        &self,
+        caller: &Tenant,
+        request: NewManifest,
+    ) -> Result<(Manifest, bool), RegistryError> {
+        check_name(&request.name)?;
+        let version = parse_version(&request.version)?.to_string();
+        for tag in &request.tags {
+            check_tag(tag)?;
+        }
+        let tenant = caller.name.as_str();
+        let digest = request.digest.to_string();
+        let key = store::manifest_key(tenant, &request.name, &version);
+        let (size, references) = {
+            let txn = self.inner.db.begin_read()?;
+            let manifests = txn.open_table(MANIFESTS)?;
+            if let Some(existing) = store::get::<Manifest>(&manifests, &key)? {
+                return self.same_version(caller, existing, &request);
+            }
+            let upload = store::get::<UploadRecord>(
+                &txn.open_table(UPLOADS)?,
+                &store::upload_key(tenant, &digest),
+            )?
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!(
+                    "blob {digest} has not been uploaded by tenant `{tenant}`"
+                ))
+            })?;
+            let mut pinned = Vec::new();
+            for r in &request.references {
+                pinned.push(self.resolve(caller, r)?.reference());
+            }
+            (upload.size, pinned)
+        };
+        let bytes = self.inner.blobs.get(&request.digest)?.ok_or_else(|| {
+            RegistryError::NotFound(format!(
+                "blob {digest} is no longer stored; upload it again"
+            ))
+        })?;
+        let validated = self
+            .inner
+            .validator
+            .validate(Candidate {
+                tenant,
+                kind: request.kind,
+                bytes,
+                executor: &request.executor,
+            })
+            .await
+            .map_err(|reason| {
+                RegistryError::InvalidArgument(format!(
+                    "{} {}@{version} rejected: {reason}",
+                    request.kind, request.name
+                ))
+            })?;
+        let manifest = Manifest {
+            tenant: tenant.to_string(),
+            name: request.name.clone(),
+            version: version.clone(),
+            kind: request.kind,
+            digest: request.digest,
+            size,
+            signature: validated.signature,
+            executor: request.executor.clone(),
+            world: validated.world,
+            references,
+            created_at: rfc3339(unix_now()),
+            created_by: format!("{tenant} (key {})", caller.key_id()),
+            tags: Vec::new(),
+        };
+        let txn = self.inner.db.begin_write()?;
+        {
+            let mut manifests = txn.open_table(MANIFESTS)?;
+            if let Some(existing) = store::get::<Manifest>(&manifests, &key)? {
+                // A concurrent push of the same version won the race.
+                drop(manifests);
+                drop(txn);
+                return self.same_version(caller, existing, &request);
+            }
+            if !self.inner.blobs.has(&request.digest)? {
+                return Err(RegistryError::NotFound(format!(
+                    "blob {digest} was garbage-collected during the push; upload it again"
+                )));
+            }
+            store::put(&mut manifests, &key, &manifest)?;
+            let mut by_digest = txn.open_table(BY_DIGEST)?;
+            by_digest.insert(
+                store::digest_key(tenant, &digest, &manifest.reference()).as_str(),
+                &[][..],
+            )?;
+            let mut tags = txn.open_table(TAGS)?;
+            for tag in &request.tags {
+                tags.insert(
+                    store::tag_key(tenant, &request.name, tag).as_str(),
+                    version.as_bytes(),
+                )?;
+            }
+            let parsed = semver::Version::parse(&version).expect("checked above");
+            let latest_key = store::tag_key(tenant, &request.name, "latest");
+            let current = tags
+                .get(latest_key.as_str())?
+                .and_then(|v| semver::Version::parse(&String::from_utf8_lossy(v.value())).ok());
+            // `latest` follows the highest release; a pre-release becomes
+            // `latest` only while no release exists.
+            let newer = match &current {
+                None => true,
+                Some(c) if c.pre.is_empty() => parsed.pre.is_empty() && parsed > *c,
+                Some(c) => parsed.pre.is_empty() || parsed > *c,
+            };
+            if newer && !request.tags.iter().any(|t| t == "latest") {
+                tags.insert(latest_key.as_str(), version.as_bytes())?;
+            }
+        }
+        txn.commit()?;
+        tracing::info!(tenant, module = %manifest.reference(), kind = %manifest.kind, digest = %manifest.digest, "registered");
+        Ok((self.resolve(caller, &manifest.reference())?, true))
+    }
+
+    fn same_version(
+        &self,
+        caller: &Tenant,
+        existing: Manifest,
+        request: &NewManifest,
+    ) -> Result<(Manifest, bool), RegistryError> {
+        if existing.digest != request.digest || existing.kind != request.kind {
+            return Err(RegistryError::AlreadyExists(format!(
+                "{} already exists as {} {}; versions are immutable, push a new version",
+                existing.reference(),
+                existing.kind,
+                existing.digest
+            )));
+        }
+        for tag in &request.tags {
+            self.tag(caller, &existing.reference(), tag)?;
+        }
+        Ok((self.resolve(caller, &existing.reference())?, false))
+    }
+
+    /// Resolves `name`, `name@version`, `name:tag` or a digest (optionally
+    /// `tenant/`-prefixed) to one manifest of the caller's.
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidArgument`] for a malformed reference,
+    /// [`RegistryError::NotFound`] when nothing in the caller's namespace
+    /// matches (including references into other tenants' namespaces).
+    pub fn resolve(&self, caller: &Tenant, reference: &str) -> Result<Manifest, RegistryError> {
+        let txn = self.inner.db.begin_read()?;
+        let manifests = txn.open_table(MANIFESTS)?;
+        let tags = txn.open_table(TAGS)?;
+        let by_digest = txn.open_table(BY_DIGEST)?;
+        resolve_in(&caller.name, reference, &manifests, &tags, &by_digest)
+    }
+
+    /// Lists the caller's module versions in name order.
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidArgument`] for a bad page token;
+    /// [`RegistryError::Storage`] on failure.
+    pub fn list(
+        &self,
+        caller: &Tenant,
+        query: &ListQuery,
+    ) -> Result<(Vec<Manifest>, String), RegistryError> {
+        let page = match query.page_size {
+            0 => 100,
+            n => n.min(1000) as usize,
+        };
+        let prefix = format!("{}/{}", caller.name, query.name_prefix);
+        let after = if query.page_token.is_empty() {
+            None
+        } else if query.page_token.starts_with(&format!("{}/", caller.name)) {
+            Some(query.page_token.as_str())
+        } else {
+            return Err(RegistryError::InvalidArgument("invalid page token".into()));
+        };
+        let txn = self.inner.db.begin_read()?;
+        let manifests = txn.open_table(MANIFESTS)?;
+        let tags = txn.open_table(TAGS)?;
+        let mut out = Vec::new();
+        let mut last_key = String::new();
+        let mut next = String::new();
+        for (key, value) in store::scan(&manifests, &prefix, after)? {
+            let mut m: Manifest = serde_json::from_slice(&value)?;
+            if query.kind.is_some_and(|k| k != m.kind) {
+                continue;
+            }
+            if out.len() == page {
+                next = last_key;
+                break;
+            }
+            m.tags = store::tags_of(&tags, &m.tenant, &m.name, &m.version)?;
+            out.push(m);
+            last_key = key;
+        }
+        Ok((out, next))
+    }
+
+    /// Points `tag` at the version `reference` resolves to, atomically;
+    /// returns that manifest and the version the tag pointed at before.
+    ///
+    /// # Errors
+    /// As [`Registry::resolve`], plus [`RegistryError::InvalidArgument`] for
+    /// a bad tag.
+    pub fn tag(
+        &self,
+        caller: &Tenant,
+        reference: &str,
+        tag: &str,
+    ) -> Result<(Manifest, Option<String>), RegistryError> {
+        check_tag(tag)?;
+        let txn = self.inner.db.begin_write()?;
+        let (manifest, previous) = {
+            let manifests = txn.open_table(MANIFESTS)?;
+            let mut tags = txn.open_table(TAGS)?;
+            let by_digest = txn.open_table(BY_DIGEST)?;
+            let m = resolve_in(&caller.name, reference, &manifests, &tags, &by_digest)?;
+            let key = store::tag_key(&caller.name, &m.name, tag);
+            let previous = tags
+                .insert(key.as_str(), m.version.as_bytes())?
+                .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+            (m, previous)
+        };
+        txn.commit()?;
+        tracing::info!(tenant = %caller.name, module = %manifest.name, tag, to = %manifest.version, from = ?previous, "tag moved");
+        Ok((self.resolve(caller, &manifest.reference())?, previous))
+    }
+
+    /// Removes `tag` from module `name`; returns the version it pointed at.
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] when the tag does not exist.
+    pub fn untag(&self, caller: &Tenant, name: &str, tag: &str) -> Result<String, RegistryError> {
+        check_name(name)?;
+        check_tag(tag)?;
+        let txn = self.inner.db.begin_write()?;
+        let version = txn
+            .open_table(TAGS)?
+            .remove(store::tag_key(&caller.name, name, tag).as_str())?
+            .map(|v| String::from_utf8_lossy(v.value()).into_owned())
+            .ok_or_else(|| RegistryError::NotFound(format!("tag `{tag}` of `{name}` not found")))?;
+        txn.commit()?;
+        Ok(version)
+    }
+
+    /// Deletes one version (named `name@version` or by digest). Its blob
+    /// stays until garbage collection.
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidArgument`] for a tag reference (deletion names
+    /// one version exactly); [`RegistryError::NotFound`];
+    /// [`RegistryError::FailedPrecondition`] while a tag or another module
+    /// references it, naming the referrer.
+    pub fn delete(&self, caller: &Tenant, reference: &str) -> Result<Manifest, RegistryError> {
+        if let (_, Reference::Tag { name, tag }) = Reference::parse(reference)? {
+            return Err(RegistryError::InvalidArgument(format!(
+                "delete takes `name@version` or a digest, not the tag reference `{name}:{tag}`"
+            )));
+        }
+        let tenant = caller.name.as_str();
+        let txn = self.inner.db.begin_write()?;
+        let manifest = {
+            let mut manifests = txn.open_table(MANIFESTS)?;
+            let tags = txn.open_table(TAGS)?;
+            let mut by_digest = txn.open_table(BY_DIGEST)?;
+            let m = resolve_in(tenant, reference, &manifests, &tags, &by_digest)?;
+            if let Some(tag) = m.tags.first() {
+                return Err(RegistryError::FailedPrecondition(format!(
+                    "{} is referenced by tag `{tag}`; move or remove the tag first (`conduit untag {} {tag}`)",
+                    m.reference(),
+                    m.name
+                )));
+            }
+            let me = m.reference();
+            for (_, value) in store::scan(&manifests, &format!("{tenant}/"), None)? {
+                let other: Manifest = serde_json::from_slice(&value)?;
+                if other.references.contains(&me) {
+                    return Err(RegistryError::FailedPrecondition(format!(
+                        "{me} is referenced by {} {}; delete that first",
+                        other.kind,
+                        other.reference()
+                    )));
+                }
+            }
+            manifests.remove(store::manifest_key(tenant, &m.name, &m.version).as_str())?;
+            by_digest.remove(store::digest_key(tenant, &m.digest.to_string(), &me).as_str())?;
+            m
+        };
+        txn.commit()?;
+        tracing::info!(tenant, module = %manifest.reference(), "deleted");
+        Ok(manifest)
+    }
+
+    /// The bytes of a blob the caller uploaded (and so may reference).
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] when the caller has no such blob.
+    pub fn blob(&self, caller: &Tenant, digest: &Digest) -> Result<Bytes, RegistryError> {
+        let txn = self.inner.db.begin_read()?;
+        let uploads = txn.open_table(UPLOADS)?;
+        let key = store::upload_key(&caller.name, &digest.to_string());
+        let missing = || RegistryError::NotFound(format!("blob {digest} not found"));
+        if store::get::<UploadRecord>(&uploads, &key)?.is_none() {
+            return Err(missing());
+        }
+        self.inner.blobs.get(digest)?.ok_or_else(missing)
+    }
+
+    /// Deletes blobs that no manifest references and that were not uploaded
+    /// within `grace` (admin only).
+    ///
+    /// # Errors
+    /// [`RegistryError::PermissionDenied`] for a non-admin caller.
+    pub fn collect_garbage(
+        &self,
+        caller: &Tenant,
+        grace: Duration,
+    ) -> Result<GcReport, RegistryError> {
+        if !caller.admin {
+            return Err(RegistryError::PermissionDenied(
+                "only an admin tenant may collect garbage".into(),
+            ));
+        }
+        let cutoff = SystemTime::now() - grace;
+        let cutoff_secs = unix_now().saturating_sub(grace.as_secs());
+        let mut report = GcReport::default();
+        // The write transaction keeps pushes out while blobs are judged; a
+        // push that committed its blob but not yet its upload record is
+        // protected by the blob's fresh modification time.
+        let txn = self.inner.db.begin_write()?;
+        {
+            let manifests = txn.open_table(MANIFESTS)?;
+            let mut uploads = txn.open_table(UPLOADS)?;
+            let mut referenced = std::collections::HashSet::new();
+            for entry in manifests.iter()? {
+                let (_, v) = entry?;
+                referenced.insert(serde_json::from_slice::<Manifest>(v.value())?.digest);
+            }
+            let mut recent = std::collections::HashSet::new();
+            let mut records: Vec<(String, Digest)> = Vec::new();
+            for entry in uploads.iter()? {
+                let (k, v) = entry?;
+                let record: UploadRecord = serde_json::from_slice(v.value())?;
+                let key = k.value().to_string();
+                let Some(digest) = key.split('|').nth(1).and_then(|d| d.parse().ok()) else {
+                    continue;
+                };
+                if record.uploaded_at > cutoff_secs {
+                    recent.insert(digest);
+                }
+                records.push((key, digest));
+            }
+            let mut removed = std::collections::HashSet::new();
+            for blob in self.inner.blobs.list()? {
+                if referenced.contains(&blob.digest)
+                    || recent.contains(&blob.digest)
+                    || blob.modified > cutoff
+                {
+                    report.blobs_kept += 1;
+                    continue;
+                }
+                if self.inner.blobs.delete(&blob.digest)? {
+                    report.blobs_removed += 1;
+                    report.bytes_freed += blob.size;
+                    removed.insert(blob.digest);
+                }
+            }
+            for (key, digest) in records {
+                if removed.contains(&digest)
+                    || (!referenced.contains(&digest) && !self.inner.blobs.has(&digest)?)
+                {
+                    uploads.remove(key.as_str())?;
+                }
+            }
+        }
+        txn.commit()?;
+        tracing::info!(?report, "garbage collected");
+        Ok(report)
+    }
+}
+
+/// Bytes of the blobs `tenant` has uploaded, each counted once.
+fn stored_in(
+    uploads: &impl ReadableTable<&'static str, &'static [u8]>,
+    tenant: &str,
+) -> Result<u64, RegistryError> {
+    Ok(store::scan(uploads, &store::upload_key(tenant, ""), None)?
+        .iter()
+        .map(|(_, v)| serde_json::from_slice::<UploadRecord>(v).map_or(0, |r| r.size))
+        .sum())
+}
+
+fn resolve_in(
+    tenant: &str,
+    reference: &str,
+    manifests: &impl ReadableTable<&'static str, &'static [u8]>,
+    tags: &impl ReadableTable<&'static str, &'static [u8]>,
+    by_digest: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Manifest, RegistryError> {
+    let (prefix, parsed) = Reference::parse(reference)?;
+    let not_found = || RegistryError::NotFound(format!("`{reference}` not found"));
+    if prefix.is_some_and(|p| p != tenant) {
+        // Another tenant's namespace looks exactly like an empty one.
+        return Err(not_found());
+    }
+    let key = match &parsed {
+        Reference::Version { name, version } => {
+            store::manifest_key(tenant, name, &version.to_string())
+        }
+        Reference::Tag { name, tag } => {
+            let version = tags
+                .get(store::tag_key(tenant, name, tag).as_str())?
+                .ok_or_else(not_found)?;
+            store::manifest_key(tenant, name, &String::from_utf8_lossy(version.value()))
+        }
+        Reference::Digest(d) => {
+            let prefix = store::digest_key(tenant, &d.to_string(), "");
+            let (key, _) = store::scan(by_digest, &prefix, None)?
+                .into_iter()
+                .next()
+                .ok_or_else(not_found)?;
+            format!("{tenant}/{}", &key[prefix.len()..])
+        }
+    };
+    store::manifest_with_tags(manifests, tags, &key)?.ok_or_else(not_found)
+}
+
+/// An upload in progress. Dropping it without [`Upload::finish`] discards it.
+pub struct Upload {
+    registry: Registry,
+    tenant: Tenant,
+    writer: Box<dyn BlobWriter>,
+    declared: u64,
+    expected: Option<Digest>,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("tenant", &self.tenant.name)
+            .field("declared", &self.declared)
+            .field("written", &self.writer.written())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upload {
+    /// Appends the next bytes.
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidArgument`] when the stream carries more than
+    /// the declared size; [`RegistryError::Storage`] on I/O failure.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), RegistryError> {
+        let total = self.writer.written() + chunk.len() as u64;
+        if total > self.declared {
+            return Err(RegistryError::InvalidArgument(format!(
+                "upload carries more than the {} bytes its header declared",
+                self.declared
+            )));
+        }
+        Ok(self.writer.write(chunk)?)
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.writer.written()
+    }
+
+    /// Checks size and digest, stores the blob durably and records that the
+    /// tenant uploaded it. Blocks on `fsync`.
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidArgument`] for a truncated stream or a digest
+    /// mismatch; [`RegistryError::QuotaExceeded`] when the tenant's stored
+    /// bytes would exceed its limit.
+    pub fn finish(self) -> Result<Committed, RegistryError> {
+        let received = self.writer.written();
+        if received != self.declared {
+            return Err(RegistryError::InvalidArgument(format!(
+                "upload truncated: received {received} of {} declared bytes",
+                self.declared
+            )));
+        }
+        let committed = self.writer.commit(self.expected.as_ref())?;
+        self.registry.record_upload(&self.tenant, committed)?;
+        Ok(committed)
+    }
+}

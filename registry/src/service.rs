@@ -1,0 +1,322 @@
+//! The gRPC control plane (`conduit.registry.v1.Registry`) over a
+//! [`Registry`]. The one place registry errors become status codes.
+
+use crate::convert::{hints_from_pb, kind_from_pb, manifest_to_pb};
+use crate::registry::{ListQuery, NewManifest, Registry};
+use crate::{RegistryError, Tenant, TenantLimits};
+use conduit_proto::registry::v1 as pb;
+use conduit_proto::registry::v1::registry_server::RegistryServer;
+use futures_core::Stream;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Largest message the service accepts (upload chunks are far smaller).
+const MAX_MESSAGE: usize = 16 << 20;
+/// Chunk size of downloads.
+const DOWNLOAD_CHUNK: usize = 1 << 20;
+
+impl From<RegistryError> for Status {
+    fn from(e: RegistryError) -> Self {
+        let message = e.to_string();
+        match e {
+            RegistryError::Unauthenticated(_) => Status::unauthenticated(message),
+            RegistryError::PermissionDenied(_) => Status::permission_denied(message),
+            RegistryError::NotFound(_) => Status::not_found(message),
+            RegistryError::InvalidArgument(_) => Status::invalid_argument(message),
+            RegistryError::AlreadyExists(_) => Status::already_exists(message),
+            RegistryError::FailedPrecondition(_) => Status::failed_precondition(message),
+            RegistryError::QuotaExceeded(_) => Status::resource_exhausted(message),
+            RegistryError::Storage(_) => Status::internal(message),
+        }
+    }
+}
+
+/// The registry's gRPC service.
+#[derive(Debug, Clone)]
+pub struct RegistryService {
+    registry: Registry,
+}
+
+impl RegistryService {
+    /// Serves `registry`.
+    pub fn new(registry: Registry) -> Self {
+        Self { registry }
+    }
+
+    /// The tonic server for this service, with Conduit's message limits.
+    pub fn into_server(self) -> RegistryServer<Self> {
+        RegistryServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    fn caller<T>(&self, request: &Request<T>) -> Result<Tenant, Status> {
+        let key = match request.metadata().get("authorization") {
+            None => "",
+            Some(v) => {
+                let v = v.to_str().map_err(|_| {
+                    Status::unauthenticated("the authorization header is not valid text")
+                })?;
+                v.strip_prefix("Bearer ").ok_or_else(|| {
+                    Status::unauthenticated("authorization must be `Bearer <API key>`")
+                })?
+            }
+        };
+        Ok(self.registry.authenticate(key.trim())?)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Registry) -> Result<T, RegistryError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let registry = self.registry.clone();
+        tokio::task::spawn_blocking(move || f(registry))
+            .await
+            .map_err(|e| Status::internal(format!("registry task failed: {e}")))?
+            .map_err(Status::from)
+    }
+}
+
+/// Serves the registry on `listener` until `shutdown` completes.
+///
+/// # Errors
+/// When the transport fails.
+pub async fn serve(
+    registry: Registry,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(RegistryService::new(registry).into_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::BlobChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::registry_server::Registry for RegistryService {
+    async fn upload_blob(
+        &self,
+        request: Request<Streaming<pb::UploadBlobRequest>>,
+    ) -> Result<Response<pb::UploadBlobResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let mut stream = request.into_inner();
+        let header = match stream.message().await?.and_then(|m| m.part) {
+            Some(pb::upload_blob_request::Part::Header(h)) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "an upload starts with a header message (size, expected digest)",
+                ));
+            }
+        };
+        let expected = match header.expected_digest.as_str() {
+            "" => None,
+            d => Some(
+                d.parse()
+                    .map_err(|e| Status::invalid_argument(format!("{e}")))?,
+            ),
+        };
+        let mut upload = self.registry.begin_upload(&caller, header.size, expected)?;
+        // A stream that breaks (client gone, transport error) drops the
+        // upload, which discards its partial bytes.
+        while let Some(message) = stream.message().await? {
+            match message.part {
+                Some(pb::upload_blob_request::Part::Chunk(bytes)) => upload.write(&bytes)?,
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "only data chunks may follow the header",
+                    ));
+                }
+            }
+        }
+        let committed = tokio::task::spawn_blocking(move || upload.finish())
+            .await
+            .map_err(|e| Status::internal(format!("upload task failed: {e}")))??;
+        tracing::debug!(tenant = %caller.name, digest = %committed.digest, size = committed.size, "blob uploaded");
+        Ok(Response::new(pb::UploadBlobResponse {
+            digest: committed.digest.to_string(),
+            size: committed.size,
+            deduplicated: committed.deduplicated,
+        }))
+    }
+
+    type DownloadBlobStream = ChunkStream;
+
+    async fn download_blob(
+        &self,
+        request: Request<pb::DownloadBlobRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let caller = self.caller(&request)?;
+        let digest = request
+            .into_inner()
+            .digest
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+        let bytes = self.blocking(move |r| r.blob(&caller, &digest)).await?;
+        let chunks: Vec<Result<pb::BlobChunk, Status>> =
+            (0..bytes.len().div_ceil(DOWNLOAD_CHUNK).max(1))
+                .map(|i| {
+                    let end = ((i + 1) * DOWNLOAD_CHUNK).min(bytes.len());
+                    Ok(pb::BlobChunk {
+                        data: bytes.slice(i * DOWNLOAD_CHUNK..end).to_vec(),
+                    })
+                })
+                .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn put_manifest(
+        &self,
+        request: Request<pb::PutManifestRequest>,
+    ) -> Result<Response<pb::PutManifestResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let kind = kind_from_pb(r.kind)?.ok_or_else(|| {
+            Status::invalid_argument("kind is required: component, model or pipeline")
+        })?;
+        let digest = r
+            .digest
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+        let request = NewManifest {
+            kind,
+            name: r.name,
+            version: r.version,
+            digest,
+            executor: hints_from_pb(r.executor),
+            tags: r.tags,
+            references: r.references,
+        };
+        let (manifest, created) = self.registry.put_manifest(&caller, request).await?;
+        Ok(Response::new(pb::PutManifestResponse {
+            manifest: Some(manifest_to_pb(&manifest)),
+            created,
+        }))
+    }
+
+    async fn resolve(
+        &self,
+        request: Request<pb::ResolveRequest>,
+    ) -> Result<Response<pb::ResolveResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let m = self
+            .registry
+            .resolve(&caller, &request.into_inner().reference)?;
+        Ok(Response::new(pb::ResolveResponse {
+            manifest: Some(manifest_to_pb(&m)),
+        }))
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let query = ListQuery {
+            kind: kind_from_pb(r.kind)?,
+            name_prefix: r.name_prefix,
+            page_size: r.page_size,
+            page_token: r.page_token,
+        };
+        let (manifests, next_page_token) = self.registry.list(&caller, &query)?;
+        Ok(Response::new(pb::ListResponse {
+            manifests: manifests.iter().map(manifest_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn tag(
+        &self,
+        request: Request<pb::TagRequest>,
+    ) -> Result<Response<pb::TagResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let (m, previous) = self
+            .blocking(move |reg| reg.tag(&caller, &r.reference, &r.tag))
+            .await?;
+        Ok(Response::new(pb::TagResponse {
+            manifest: Some(manifest_to_pb(&m)),
+            previous_version: previous.unwrap_or_default(),
+        }))
+    }
+
+    async fn untag(
+        &self,
+        request: Request<pb::UntagRequest>,
+    ) -> Result<Response<pb::UntagResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let version = self
+            .blocking(move |reg| reg.untag(&caller, &r.name, &r.tag))
+            .await?;
+        Ok(Response::new(pb::UntagResponse { version }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let reference = request.into_inner().reference;
+        let m = self
+            .blocking(move |reg| reg.delete(&caller, &reference))
+            .await?;
+        Ok(Response::new(pb::DeleteResponse {
+            manifest: Some(manifest_to_pb(&m)),
+        }))
+    }
+
+    async fn collect_garbage(
+        &self,
+        request: Request<pb::CollectGarbageRequest>,
+    ) -> Result<Response<pb::CollectGarbageResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let grace = Duration::from_secs(request.into_inner().grace_seconds.unwrap_or(3600));
+        let report = self
+            .blocking(move |reg| reg.collect_garbage(&caller, grace))
+            .await?;
+        Ok(Response::new(pb::CollectGarbageResponse {
+            blobs_removed: report.blobs_removed,
+            bytes_freed: report.bytes_freed,
+            blobs_kept: report.blobs_kept,
+        }))
+    }
+
+    async fn create_tenant(
+        &self,
+        request: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::CreateTenantResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let limits = (r.max_upload_bytes != 0 || r.max_stored_bytes != 0).then(|| {
+            let d = self.registry.default_limits();
+            TenantLimits {
+                max_upload_bytes: if r.max_upload_bytes == 0 {
+                    d.max_upload_bytes
+                } else {
+                    r.max_upload_bytes
+                },
+                max_stored_bytes: if r.max_stored_bytes == 0 {
+                    d.max_stored_bytes
+                } else {
+                    r.max_stored_bytes
+                },
+            }
+        });
+        let (tenant, api_key) = self
+            .blocking(move |reg| reg.create_tenant(&caller, &r.name, limits))
+            .await?;
+        Ok(Response::new(pb::CreateTenantResponse {
+            tenant: tenant.name,
+            api_key,
+        }))
+    }
+}

@@ -1,0 +1,343 @@
+//! The registry subcommands: push, list, inspect, tag, untag, delete,
+//! tenant create, gc. Each calls [`RegistryClient`] and prints the result.
+
+use anyhow::{Context, Result, bail};
+use conduit_registry::{ExecutorHints, Kind, ListQuery, Manifest, PushProgress, RegistryClient};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the registry is and who we are.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Connection {
+    /// Registry address.
+    #[arg(
+        long,
+        env = "CONDUIT_REGISTRY",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    pub registry: String,
+    /// API key (`conduit dev` prints one and keeps it in .conduit/admin.key).
+    #[arg(long, env = "CONDUIT_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+}
+
+impl Connection {
+    /// Connects; without a key, falls back to `./.conduit/admin.key` (the
+    /// file `conduit dev` writes) so a local session needs no setup.
+    pub async fn connect(&self) -> Result<RegistryClient> {
+        let key = match &self.api_key {
+            Some(k) => k.clone(),
+            None => {
+                let path = crate::serve::dev_key_path(std::path::Path::new(".conduit"));
+                std::fs::read_to_string(&path)
+                    .map(|k| k.trim().to_string())
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "no API key: set CONDUIT_API_KEY or pass --api-key (conduit dev prints one)"
+                        )
+                    })?
+            }
+        };
+        Ok(RegistryClient::connect(&self.registry, &key).await?)
+    }
+}
+
+/// Module kinds a user pushes from a file.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum PushKind {
+    /// A WebAssembly component (`.wasm`).
+    Component,
+    /// An ONNX model (`.onnx`).
+    Model,
+}
+
+/// `conduit push` options.
+#[derive(clap::Args, Debug)]
+pub struct PushArgs {
+    /// What the file is.
+    pub kind: PushKind,
+    /// The file.
+    pub file: PathBuf,
+    /// Module name (lowercase letters, digits, `-`, `_`, `.`).
+    #[arg(long)]
+    pub name: String,
+    /// Semantic version, immutable once pushed.
+    #[arg(long)]
+    pub version: String,
+    /// Tags to point at this version (repeatable); `latest` follows the highest version.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Model backend hint: ort, tract or remote.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Model device hint: cpu or cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Model dynamic batching: largest batch.
+    #[arg(long)]
+    pub max_batch: Option<u32>,
+    /// Model dynamic batching: longest wait for a batch to fill, in µs.
+    #[arg(long)]
+    pub max_delay_us: Option<u64>,
+}
+
+/// `conduit push`.
+pub async fn push(conn: &Connection, args: PushArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let client = conn.connect().await?;
+    let (kind, executor) = match args.kind {
+        PushKind::Component => {
+            if args.backend.is_some()
+                || args.device.is_some()
+                || args.max_batch.is_some()
+                || args.max_delay_us.is_some()
+            {
+                bail!("--backend, --device, --max-batch and --max-delay-us apply to models only");
+            }
+            (Kind::Component, ExecutorHints::default())
+        }
+        PushKind::Model => (
+            Kind::Model,
+            ExecutorHints {
+                format: "onnx".into(),
+                backend: args.backend.unwrap_or_default(),
+                device: args.device.unwrap_or_default(),
+                max_batch_size: args.max_batch.unwrap_or(0),
+                max_queue_delay_us: args.max_delay_us.unwrap_or(0),
+                ..ExecutorHints::default()
+            },
+        ),
+    };
+    let progress = PushProgress::default();
+    let total = bytes.len() as u64;
+    let bar = progress_bar(progress.clone(), total);
+    let uploaded = client.upload(&bytes, &progress).await;
+    bar.abort();
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K");
+    }
+    let (digest, deduplicated) = uploaded?;
+    eprintln!(
+        "uploaded {} ({}){}",
+        args.file.display(),
+        human_bytes(total),
+        if deduplicated { ", already stored" } else { "" }
+    );
+    let (manifest, created) = client
+        .put_manifest(
+            kind,
+            &args.name,
+            &args.version,
+            &digest,
+            &executor,
+            &args.tags,
+            &[],
+        )
+        .await?;
+    println!(
+        "{} {} {}",
+        if created { "pushed" } else { "unchanged" },
+        manifest.reference(),
+        manifest.digest
+    );
+    print_tags(&manifest);
+    Ok(())
+}
+
+fn progress_bar(progress: PushProgress, total: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        loop {
+            let sent = progress.sent().min(total);
+            let pct = (sent * 100).checked_div(total).unwrap_or(100);
+            let filled = (pct / 4) as usize;
+            eprint!(
+                "\r  uploading [{}{}] {pct:>3}% {} / {}",
+                "#".repeat(filled),
+                " ".repeat(25 - filled),
+                human_bytes(sent),
+                human_bytes(total)
+            );
+            let _ = std::io::stderr().flush();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / f64::from(1u32 << 30)),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20)),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+fn print_tags(m: &Manifest) {
+    if !m.tags.is_empty() {
+        println!("tags: {}", m.tags.join(", "));
+    }
+}
+
+/// `conduit list`.
+pub async fn list(conn: &Connection, kind: Option<PushKindOrPipeline>, name: String) -> Result<()> {
+    let client = conn.connect().await?;
+    let mut query = ListQuery {
+        kind: kind.map(PushKindOrPipeline::kind),
+        name_prefix: name,
+        page_size: 500,
+        page_token: String::new(),
+    };
+    println!(
+        "{:<10} {:<32} {:<12} {:<20} {:>10}  DIGEST",
+        "KIND", "NAME", "VERSION", "TAGS", "SIZE"
+    );
+    loop {
+        let (page, next) = client.list(&query).await?;
+        for m in page {
+            println!(
+                "{:<10} {:<32} {:<12} {:<20} {:>10}  {}",
+                m.kind.to_string(),
+                m.name,
+                m.version,
+                m.tags.join(","),
+                human_bytes(m.size),
+                m.digest.short()
+            );
+        }
+        if next.is_empty() {
+            return Ok(());
+        }
+        query.page_token = next;
+    }
+}
+
+/// Any module kind, for filters.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum PushKindOrPipeline {
+    /// Components.
+    Component,
+    /// Models.
+    Model,
+    /// Pipelines.
+    Pipeline,
+}
+
+impl PushKindOrPipeline {
+    fn kind(self) -> Kind {
+        match self {
+            Self::Component => Kind::Component,
+            Self::Model => Kind::Model,
+            Self::Pipeline => Kind::Pipeline,
+        }
+    }
+}
+
+/// `conduit inspect`.
+pub async fn inspect(conn: &Connection, reference: &str, json: bool) -> Result<()> {
+    let m = conn.connect().await?.resolve(reference).await?;
+    if json {
+        let mut value = serde_json::to_value(&m)?;
+        value["tags"] = serde_json::json!(m.tags);
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("{}/{} ({})", m.tenant, m.reference(), m.kind);
+    println!("digest:     {}", m.digest);
+    println!("size:       {} ({} bytes)", human_bytes(m.size), m.size);
+    println!(
+        "tags:       {}",
+        if m.tags.is_empty() {
+            "-".into()
+        } else {
+            m.tags.join(", ")
+        }
+    );
+    if !m.world.is_empty() {
+        println!("world:      {}", m.world);
+    }
+    println!("created:    {} by {}", m.created_at, m.created_by);
+    for r in &m.references {
+        println!("references: {r}");
+    }
+    let e = &m.executor;
+    if m.kind == Kind::Model {
+        println!(
+            "executor:   format={} backend={} device={} max_batch={} max_delay_us={}",
+            e.format,
+            or_default(&e.backend),
+            or_default(&e.device),
+            e.max_batch_size,
+            e.max_queue_delay_us
+        );
+    }
+    for t in &m.signature.inputs {
+        println!("input       {}: {} {:?}", t.name, t.datatype, t.shape);
+    }
+    for t in &m.signature.outputs {
+        println!("output      {}: {} {:?}", t.name, t.datatype, t.shape);
+    }
+    Ok(())
+}
+
+fn or_default(s: &str) -> &str {
+    if s.is_empty() { "default" } else { s }
+}
+
+/// `conduit tag`.
+pub async fn tag(conn: &Connection, reference: &str, tag: &str) -> Result<()> {
+    let (m, previous) = conn.connect().await?.tag(reference, tag).await?;
+    match previous {
+        Some(p) if p != m.version => println!("{}:{tag} → {} (was {p})", m.name, m.version),
+        _ => println!("{}:{tag} → {}", m.name, m.version),
+    }
+    Ok(())
+}
+
+/// `conduit untag`.
+pub async fn untag(conn: &Connection, name: &str, tag: &str) -> Result<()> {
+    let version = conn.connect().await?.untag(name, tag).await?;
+    println!("removed {name}:{tag} (was {version})");
+    Ok(())
+}
+
+/// `conduit delete`.
+pub async fn delete(conn: &Connection, reference: &str) -> Result<()> {
+    let m = conn.connect().await?.delete(reference).await?;
+    println!("deleted {} {}", m.reference(), m.digest);
+    Ok(())
+}
+
+/// `conduit tenant create`.
+pub async fn create_tenant(
+    conn: &Connection,
+    name: &str,
+    max_upload: u64,
+    max_stored: u64,
+) -> Result<()> {
+    let key = conn
+        .connect()
+        .await?
+        .create_tenant(name, max_upload, max_stored)
+        .await?;
+    println!("tenant `{name}` created; its API key (shown once):");
+    println!("{key}");
+    Ok(())
+}
+
+/// `conduit gc`.
+pub async fn gc(conn: &Connection, grace_seconds: Option<u64>) -> Result<()> {
+    let r = conn.connect().await?.collect_garbage(grace_seconds).await?;
+    println!(
+        "removed {} blobs ({}), kept {}",
+        r.blobs_removed,
+        human_bytes(r.bytes_freed),
+        r.blobs_kept
+    );
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! `conduit registry` and `conduit dev`: open the data directory, wire the
+//! runtime's validator into the registry, serve the control plane.
+
+use anyhow::{Context, Result};
+use conduit_host::{EngineConfig, Runtime, RuntimeConfig, RuntimeValidator};
+use conduit_registry::{Registry, RegistryConfig, TenantLimits};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Options shared by the serving subcommands.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Data directory (registry database, blobs, compiled-component cache).
+    #[arg(long, env = "CONDUIT_DATA_DIR", default_value = ".conduit")]
+    pub data_dir: PathBuf,
+    /// Control-plane (registry gRPC) address.
+    #[arg(long, env = "CONDUIT_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Largest single upload a tenant may make, in bytes (default 2 GiB).
+    #[arg(long, default_value_t = TenantLimits::default().max_upload_bytes)]
+    pub max_upload_bytes: u64,
+    /// Bytes a tenant may store in total (default 50 GiB).
+    #[arg(long, default_value_t = TenantLimits::default().max_stored_bytes)]
+    pub max_stored_bytes: u64,
+}
+
+/// Where `conduit dev` keeps the admin key of its own data directory.
+pub fn dev_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.key")
+}
+
+/// Serves until Ctrl-C or SIGTERM. `dev` also keeps the bootstrap admin key
+/// in the data directory (mode 0600) so local tools can pick it up.
+pub async fn serve(args: ServeArgs, dev: bool) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    let runtime = Runtime::new(RuntimeConfig {
+        engine: EngineConfig::default(),
+        cache_dir: Some(args.data_dir.join("cache")),
+    })?;
+    let config = RegistryConfig {
+        root: args.data_dir.join("registry"),
+        default_limits: TenantLimits {
+            max_upload_bytes: args.max_upload_bytes,
+            max_stored_bytes: args.max_stored_bytes,
+        },
+    };
+    let (registry, bootstrap) = Registry::open(config, Arc::new(RuntimeValidator::new(runtime)))
+        .with_context(|| format!("cannot open the registry in {}", args.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let key_file = dev_key_path(&args.data_dir);
+    println!(
+        "conduit {} serving {}",
+        if dev { "dev" } else { "registry" },
+        args.data_dir.display()
+    );
+    println!("  registry (gRPC): http://{addr}");
+    match bootstrap {
+        Some(b) => {
+            println!(
+                "  admin tenant `{}` created; its API key (shown once):",
+                b.tenant
+            );
+            println!("    export CONDUIT_API_KEY={}", b.api_key);
+            if dev {
+                write_private(&key_file, &b.api_key)?;
+                println!("  (kept in {} for local tools)", key_file.display());
+            }
+        }
+        None if dev && key_file.exists() => {
+            println!("  admin API key: in {}", key_file.display());
+        }
+        None => {}
+    }
+    conduit_registry::serve(registry, listener, shutdown_signal()).await?;
+    println!("conduit stopped");
+    Ok(())
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{contents}")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
