@@ -56,4 +56,6 @@ pub use names::{Reference, check_name, check_tag, check_tenant, parse_version};
 pub use registry::{Bootstrap, GcReport, ListQuery, NewManifest, Registry, RegistryConfig, Upload};
 pub use service::{RegistryService, serve};
 pub use tenant::{Tenant, TenantLimits};
+/// gRPC status codes, as [`ClientError::code`] reports them.
+pub use tonic::Code;
 pub use validate::{Candidate, ValidateFuture, Validated, Validator};

@@ -5,5 +5,7 @@ mod adversarial;
 mod cli;
 mod common;
 mod examples;
+mod registry;
+mod registry_bad_input;
 mod runtime;
 mod tokenizer;
