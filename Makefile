@@ -19,11 +19,10 @@ NATIVE_TESTS := -p conduit -p conduit-host -p conduit-registry -p conduit-proto 
 
 .PHONY: demo test lint bench components build setup target venv model reference fixtures clean-testdata
 
-## README command 1: tokenize a sentence pair with the tokenizer component.
+## README command 1: start `conduit dev`, register the tokenizer component,
+## inspect it, then tokenize a sentence pair with it.
 demo: components build
-	$(CONDUIT) tokenize --component $(WASM_DIR)/bert_tokenizer.wasm --max-length 32 \
-		"The company Conduit is based in the Bay Area" \
-		"Conduit's headquarters are situated in Mountain View"
+	CONDUIT=$(CONDUIT) WASM_DIR=$(WASM_DIR) scripts/demo.sh
 
 ## README command 2: every test (unit, doc, end-to-end with real components).
 test: components reference fixtures

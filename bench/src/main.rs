@@ -3,13 +3,15 @@
 //! 1. the component cost a request pays for a tiny input (instantiate + call),
 //! 2. the tokenizer and softmax-top-k in WASM vs the same Rust natively, as
 //!    whole calls and as compute alone (the op looped inside one call),
-//! 3. 1 MiB and 16 MiB tensors through a component: routed (handle) vs copied.
+//! 3. 1 MiB and 16 MiB tensors through a component: routed (handle) vs copied,
+//! 4. registration: push → first response, and a load from the compiled cache.
 //!
 //! Run with `make bench` (or `cargo run --release -p conduit-bench -- --components DIR`).
 //! `--quick` measures for less time; `--smoke` only checks every scenario
 //! runs (used by `make test`, numbers meaningless).
 
 mod harness;
+mod registration;
 
 use anyhow::{Context, Result, bail};
 use conduit_host::{
@@ -325,6 +327,61 @@ async fn run(
         println!(
             "| {mib:>2} MiB: copied / routed                              | {:>7.1} |",
             ratio(copied, routed)
+        );
+    }
+    registration_table(&dir, budget).await
+}
+
+/// 4. Registration, measured `n` times on fresh data directories.
+async fn registration_table(dir: &std::path::Path, budget: Budget) -> Result<()> {
+    let path = dir.join("bert_tokenizer.wasm");
+    let tokenizer = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let scratch = std::env::temp_dir().join(format!("conduit-bench-{}", std::process::id()));
+    let n = if budget.measure < Duration::from_millis(100) {
+        1
+    } else {
+        5
+    };
+    let mut samples = Vec::new();
+    for _ in 0..n {
+        samples.push(registration::measure(&tokenizer, &scratch).await?);
+    }
+    let stat = |f: fn(&registration::Sample) -> Duration| {
+        let mut v: Vec<Duration> = samples.iter().map(f).collect();
+        v.sort();
+        (v[v.len() / 2], v[v.len() - 1])
+    };
+    println!();
+    println!(
+        "| registration, tokenizer ({} KiB), {n} runs     | median (ms) | max (ms) | goal |",
+        tokenizer.len() / 1024
+    );
+    println!(
+        "|------------------------------------------------|------------:|---------:|-------:|"
+    );
+    let rows: [(&str, fn(&registration::Sample) -> Duration, &str); 3] = [
+        (
+            "push (upload + compile + describe + register)",
+            |s| s.push,
+            "",
+        ),
+        (
+            "push → first response by reference",
+            |s| s.push_to_first_response,
+            "≤ 1000",
+        ),
+        (
+            "second runner: load from the compiled cache",
+            |s| s.cached_load,
+            "≤ 20",
+        ),
+    ];
+    for (name, f, goal) in rows {
+        let (median, max) = stat(f);
+        println!(
+            "| {name:<46} | {:>11.1} | {:>8.1} | {goal:>6} |",
+            median.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3
         );
     }
     Ok(())

@@ -354,7 +354,11 @@ impl Registry {
             }
             (upload.size, pinned)
         };
-        let bytes = self.inner.blobs.get(&request.digest)?.ok_or_else(|| {
+        let bytes = {
+            let (blobs, d) = (self.inner.blobs.clone(), request.digest);
+            blocking(move || Ok(blobs.get(&d)?)).await?
+        }
+        .ok_or_else(|| {
             RegistryError::NotFound(format!(
                 "blob {digest} is no longer stored; upload it again"
             ))
@@ -390,21 +394,37 @@ impl Registry {
             created_by: format!("{tenant} (key {})", caller.key_id()),
             tags: Vec::new(),
         };
+        let (this, caller) = (self.clone(), caller.clone());
+        blocking(move || this.commit_manifest(&caller, &key, manifest, &request)).await
+    }
+
+    /// Stores a validated manifest with its index entry and tags, in one
+    /// transaction (blocks on `fsync`).
+    fn commit_manifest(
+        &self,
+        caller: &Tenant,
+        key: &str,
+        manifest: Manifest,
+        request: &NewManifest,
+    ) -> Result<(Manifest, bool), RegistryError> {
+        let tenant = caller.name.as_str();
+        let digest = request.digest.to_string();
+        let version = manifest.version.clone();
         let txn = self.inner.db.begin_write()?;
         {
             let mut manifests = txn.open_table(MANIFESTS)?;
-            if let Some(existing) = store::get::<Manifest>(&manifests, &key)? {
+            if let Some(existing) = store::get::<Manifest>(&manifests, key)? {
                 // A concurrent push of the same version won the race.
                 drop(manifests);
                 drop(txn);
-                return self.same_version(caller, existing, &request);
+                return self.same_version(caller, existing, request);
             }
             if !self.inner.blobs.has(&request.digest)? {
                 return Err(RegistryError::NotFound(format!(
                     "blob {digest} was garbage-collected during the push; upload it again"
                 )));
             }
-            store::put(&mut manifests, &key, &manifest)?;
+            store::put(&mut manifests, key, &manifest)?;
             let mut by_digest = txn.open_table(BY_DIGEST)?;
             by_digest.insert(
                 store::digest_key(tenant, &digest, &manifest.reference()).as_str(),
@@ -698,6 +718,15 @@ impl Registry {
         tracing::info!(?report, "garbage collected");
         Ok(report)
     }
+}
+
+/// Runs blocking storage work off the async worker threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RegistryError> + Send + 'static,
+) -> Result<T, RegistryError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RegistryError::Storage(format!("storage task failed: {e}")))?
 }
 
 /// Bytes of the blobs `tenant` has uploaded, each counted once.
