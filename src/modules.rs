@@ -120,12 +120,6 @@ pub async fn push(conn: &Connection, args: PushArgs) -> Result<()> {
         eprint!("\r\x1b[2K");
     }
     let (digest, deduplicated) = uploaded?;
-    eprintln!(
-        "uploaded {} ({}){}",
-        args.file.display(),
-        human_bytes(total),
-        if deduplicated { ", already stored" } else { "" }
-    );
     let (manifest, created) = client
         .put_manifest(
             kind,
@@ -137,6 +131,12 @@ pub async fn push(conn: &Connection, args: PushArgs) -> Result<()> {
             &[],
         )
         .await?;
+    eprintln!(
+        "uploaded {} ({}){}",
+        args.file.display(),
+        human_bytes(total),
+        if deduplicated { ", already stored" } else { "" }
+    );
     println!(
         "{} {} {}",
         if created { "pushed" } else { "unchanged" },
@@ -193,12 +193,15 @@ pub async fn list(conn: &Connection, kind: Option<PushKindOrPipeline>, name: Str
         page_size: 500,
         page_token: String::new(),
     };
-    println!(
-        "{:<10} {:<32} {:<12} {:<20} {:>10}  DIGEST",
-        "KIND", "NAME", "VERSION", "TAGS", "SIZE"
-    );
+    let mut first = true;
     loop {
         let (page, next) = client.list(&query).await?;
+        if std::mem::take(&mut first) {
+            println!(
+                "{:<10} {:<32} {:<12} {:<20} {:>10}  DIGEST",
+                "KIND", "NAME", "VERSION", "TAGS", "SIZE"
+            );
+        }
         for m in page {
             println!(
                 "{:<10} {:<32} {:<12} {:<20} {:>10}  {}",

@@ -61,13 +61,17 @@ pub async fn serve(args: ServeArgs, dev: bool) -> Result<()> {
     println!("  registry (gRPC): http://{addr}");
     match bootstrap {
         Some(b) => {
+            // Written before the key is printed: whoever reads the key line
+            // can rely on the file.
+            if dev {
+                write_private(&key_file, &b.api_key)?;
+            }
             println!(
                 "  admin tenant `{}` created; its API key (shown once):",
                 b.tenant
             );
             println!("    export CONDUIT_API_KEY={}", b.api_key);
             if dev {
-                write_private(&key_file, &b.api_key)?;
                 println!("  (kept in {} for local tools)", key_file.display());
             }
         }

@@ -359,7 +359,8 @@ async fn registration_table(dir: &std::path::Path, budget: Budget) -> Result<()>
     println!(
         "|------------------------------------------------|------------:|---------:|-------:|"
     );
-    let rows: [(&str, fn(&registration::Sample) -> Duration, &str); 3] = [
+    type Row = (&'static str, fn(&registration::Sample) -> Duration, &'static str);
+    let rows: [Row; 3] = [
         (
             "push (upload + compile + describe + register)",
             |s| s.push,

@@ -444,10 +444,9 @@ impl Registry {
                 .and_then(|v| semver::Version::parse(&String::from_utf8_lossy(v.value())).ok());
             // `latest` follows the highest release; a pre-release becomes
             // `latest` only while no release exists.
-            let newer = match &current {
+            let newer = match current {
                 None => true,
-                Some(c) if c.pre.is_empty() => parsed.pre.is_empty() && parsed > *c,
-                Some(c) => parsed.pre.is_empty() || parsed > *c,
+                Some(c) => highest([c.clone(), parsed.clone()].into_iter()) != Some(c),
             };
             if newer && !request.tags.iter().any(|t| t == "latest") {
                 tags.insert(latest_key.as_str(), version.as_bytes())?;
@@ -585,12 +584,13 @@ impl Registry {
     }
 
     /// Deletes one version (named `name@version` or by digest). Its blob
-    /// stays until garbage collection.
+    /// stays until garbage collection. When `latest` named it, `latest` moves
+    /// to the highest remaining version (or goes, with the last version).
     ///
     /// # Errors
     /// [`RegistryError::InvalidArgument`] for a tag reference (deletion names
     /// one version exactly); [`RegistryError::NotFound`];
-    /// [`RegistryError::FailedPrecondition`] while a tag or another module
+    /// [`RegistryError::FailedPrecondition`] while a user tag or another module
     /// references it, naming the referrer.
     pub fn delete(&self, caller: &Tenant, reference: &str) -> Result<Manifest, RegistryError> {
         if let (_, Reference::Tag { name, tag }) = Reference::parse(reference)? {
@@ -602,10 +602,12 @@ impl Registry {
         let txn = self.inner.db.begin_write()?;
         let manifest = {
             let mut manifests = txn.open_table(MANIFESTS)?;
-            let tags = txn.open_table(TAGS)?;
+            let mut tags = txn.open_table(TAGS)?;
             let mut by_digest = txn.open_table(BY_DIGEST)?;
             let m = resolve_in(tenant, reference, &manifests, &tags, &by_digest)?;
-            if let Some(tag) = m.tags.first() {
+            // User tags protect a version; `latest` is the registry's own and
+            // falls back to the next highest version instead.
+            if let Some(tag) = m.tags.iter().find(|t| *t != "latest") {
                 return Err(RegistryError::FailedPrecondition(format!(
                     "{} is referenced by tag `{tag}`; move or remove the tag first (`conduit untag {} {tag}`)",
                     m.reference(),
@@ -625,6 +627,21 @@ impl Registry {
             }
             manifests.remove(store::manifest_key(tenant, &m.name, &m.version).as_str())?;
             by_digest.remove(store::digest_key(tenant, &m.digest.to_string(), &me).as_str())?;
+            if m.tags.iter().any(|t| t == "latest") {
+                let prefix = store::manifest_key(tenant, &m.name, "");
+                let remaining = store::scan(&manifests, &prefix, None)?
+                    .into_iter()
+                    .filter_map(|(k, _)| semver::Version::parse(&k[prefix.len()..]).ok());
+                let latest_key = store::tag_key(tenant, &m.name, "latest");
+                match highest(remaining) {
+                    Some(v) => {
+                        tags.insert(latest_key.as_str(), v.to_string().as_bytes())?;
+                    }
+                    None => {
+                        tags.remove(latest_key.as_str())?;
+                    }
+                }
+            }
             m
         };
         txn.commit()?;
@@ -718,6 +735,12 @@ impl Registry {
         tracing::info!(?report, "garbage collected");
         Ok(report)
     }
+}
+
+/// The version `latest` should name among `versions`: the highest release,
+/// or the highest pre-release when there is no release.
+fn highest(versions: impl Iterator<Item = semver::Version>) -> Option<semver::Version> {
+    versions.max_by(|a, b| (a.pre.is_empty(), a).cmp(&(b.pre.is_empty(), b)))
 }
 
 /// Runs blocking storage work off the async worker threads.

@@ -3,7 +3,9 @@
 
 mod adversarial;
 mod cli;
+mod cli_registry;
 mod common;
+mod crash;
 mod examples;
 mod registry;
 mod registry_bad_input;
