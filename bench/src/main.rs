@@ -359,7 +359,11 @@ async fn registration_table(dir: &std::path::Path, budget: Budget) -> Result<()>
     println!(
         "|------------------------------------------------|------------:|---------:|-------:|"
     );
-    type Row = (&'static str, fn(&registration::Sample) -> Duration, &'static str);
+    type Row = (
+        &'static str,
+        fn(&registration::Sample) -> Duration,
+        &'static str,
+    );
     let rows: [Row; 3] = [
         (
             "push (upload + compile + describe + register)",
