@@ -17,7 +17,14 @@ NATIVE_TESTS := -p conduit -p conduit-host -p conduit-registry -p conduit-proto 
                 -p conduit-guest -p pooling \
                 -p bert-tokenizer -p softmax-topk
 
-.PHONY: demo test lint bench components build setup target venv model reference fixtures clean-testdata
+# ONNX Runtime for the `ort` backend: the shared library of the onnxruntime
+# wheel installed in the venv (resolved when a recipe runs, after `venv`).
+ORT_DYLIB_PATH ?= $(abspath $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*)))
+export ORT_DYLIB_PATH
+# Features the tests build with: tract is a long build, but CI tests it too.
+FEATURES     ?= conduit/tract
+
+.PHONY: demo test lint bench components build setup target venv model reference fixtures clean-testdata onnx-model minilm-reference sidecar
 
 ## README command 1: start `conduit dev`, register the tokenizer component,
 ## inspect it, then tokenize a sentence pair with it.
@@ -25,16 +32,16 @@ demo: components build
 	CONDUIT=$(CONDUIT) WASM_DIR=$(WASM_DIR) scripts/demo.sh
 
 ## README command 2: every test (unit, doc, end-to-end with real components).
-test: components reference fixtures
-	$(CARGO) test --release $(NATIVE_TESTS)
-	$(CARGO) run --release -q -p conduit-bench -- --components $(WASM_DIR) --smoke > /dev/null
+test: components reference fixtures minilm-reference sidecar
+	$(CARGO) test --release --features "$(FEATURES)" $(NATIVE_TESTS)
+	$(CARGO) run --release -q -p conduit-bench --features conduit-bench/tract -- --components $(WASM_DIR) --smoke > /dev/null
 
 lint: model
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --workspace --all-targets --features "$(FEATURES)" -- -D warnings
 
-bench: components build
-	$(CARGO) run --release -p conduit-bench -- --components $(WASM_DIR)
+bench: components build minilm-reference
+	$(CARGO) run --release -p conduit-bench --features conduit-bench/tract -- --components $(WASM_DIR)
 
 build:
 	$(CARGO) build --release -p conduit
@@ -68,5 +75,28 @@ reference: venv model
 fixtures: venv
 	$(VENV_PY) scripts/make_fixtures.py testdata/fixtures
 
+## all-MiniLM-L6-v2 as ONNX, built from the safetensors with onnx + numpy (no torch);
+## rebuilt only when missing or older than the script / the weights. Then validated every
+## time: onnxruntime vs an independent numpy forward pass (<= 1e-4) plus a semantic check.
+MINILM_ONNX := testdata/minilm/model.onnx
+onnx-model: venv model
+	@if [ -f $(MINILM_ONNX) ] && [ $(MINILM_ONNX) -nt scripts/minilm_to_onnx.py ] && \
+	    [ $(MINILM_ONNX) -nt testdata/minilm/model.safetensors ]; then \
+	    echo "onnx-model: $(MINILM_ONNX) is up to date"; \
+	else \
+	    $(VENV_PY) scripts/minilm_to_onnx.py $(MINILM_ONNX); \
+	fi
+	$(VENV_PY) scripts/minilm_to_onnx.py --validate-only $(MINILM_ONNX)
+
+## Python onnxruntime outputs of model.onnx for tests/data/minilm_sentences.json.
+minilm-reference: onnx-model
+	$(VENV_PY) scripts/minilm_reference.py $(MINILM_ONNX) tests/data/minilm_sentences.json testdata/minilm_reference.json
+
 clean-testdata:
 	rm -rf testdata
+
+## The KServe v2 gRPC sidecar (sidecar/conduit_sidecar.py): grpcio, grpcio-tools and
+## protobuf into the venv, then the Python stubs of proto/inference/ into sidecar/_gen/.
+sidecar: venv scripts/requirements-sidecar.txt
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-sidecar.txt
+	$(VENV_PY) sidecar/conduit_sidecar.py --gen-only

@@ -2,6 +2,7 @@
 //! runtime's validator into the registry, serve the control plane.
 
 use anyhow::{Context, Result};
+use conduit_host::executor::Backends;
 use conduit_host::{EngineConfig, Runtime, RuntimeConfig, RuntimeValidator};
 use conduit_registry::{Registry, RegistryConfig, TenantLimits};
 use std::net::SocketAddr;
@@ -20,6 +21,12 @@ pub struct ServeArgs {
     /// Largest single upload a tenant may make, in bytes (default 2 GiB).
     #[arg(long, default_value_t = TenantLimits::default().max_upload_bytes)]
     pub max_upload_bytes: u64,
+    /// ONNX Runtime shared library (libonnxruntime.so ≥ 1.31); default `$ORT_DYLIB_PATH`.
+    #[arg(long)]
+    pub ort_library: Option<PathBuf>,
+    /// KServe v2 server on this host serving models pushed with `--backend remote`.
+    #[arg(long)]
+    pub sidecar: Option<String>,
     /// Bytes a tenant may store in total (default 50 GiB).
     #[arg(long, default_value_t = TenantLimits::default().max_stored_bytes)]
     pub max_stored_bytes: u64,
@@ -46,8 +53,11 @@ pub async fn serve(args: ServeArgs, dev: bool) -> Result<()> {
             max_stored_bytes: args.max_stored_bytes,
         },
     };
-    let (registry, bootstrap) = Registry::open(config, Arc::new(RuntimeValidator::new(runtime)))
-        .with_context(|| format!("cannot open the registry in {}", args.data_dir.display()))?;
+    let (registry, bootstrap) = Registry::open(
+        config,
+        Arc::new(RuntimeValidator::new(runtime, backends(&args))),
+    )
+    .with_context(|| format!("cannot open the registry in {}", args.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -83,6 +93,14 @@ pub async fn serve(args: ServeArgs, dev: bool) -> Result<()> {
     conduit_registry::serve(registry, listener, shutdown_signal()).await?;
     println!("conduit stopped");
     Ok(())
+}
+
+fn backends(args: &ServeArgs) -> Backends {
+    let b = Backends::detect(args.ort_library.clone());
+    match &args.sidecar {
+        Some(url) => b.with_remote(url.clone()),
+        None => b,
+    }
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<()> {

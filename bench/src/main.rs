@@ -4,13 +4,16 @@
 //! 2. the tokenizer and softmax-top-k in WASM vs the same Rust natively, as
 //!    whole calls and as compute alone (the op looped inside one call),
 //! 3. 1 MiB and 16 MiB tensors through a component: routed (handle) vs copied,
-//! 4. registration: push → first response, and a load from the compiled cache.
+//! 4. registration: push → first response, and a load from the compiled cache,
+//! 5. model executors on all-MiniLM-L6-v2: throughput per backend and batch,
+//!    the executor queue vs the backend called directly, batching's gain.
 //!
 //! Run with `make bench` (or `cargo run --release -p conduit-bench -- --components DIR`).
 //! `--quick` measures for less time; `--smoke` only checks every scenario
 //! runs (used by `make test`, numbers meaningless).
 
 mod harness;
+mod models;
 mod registration;
 
 use anyhow::{Context, Result, bail};
@@ -34,6 +37,7 @@ fn main() -> Result<()> {
     let mut quick = false;
     let mut smoke = false;
     let mut overhead_only = false;
+    let mut model = PathBuf::from("testdata/minilm/model.onnx");
     let mut engine = conduit_host::EngineConfig::default();
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -43,6 +47,7 @@ fn main() -> Result<()> {
                     .context("--components needs a directory")?
                     .into()
             }
+            "--model" => model = args.next().context("--model needs a file")?.into(),
             "--quick" => quick = true,
             "--smoke" => smoke = true,
             "--overhead-only" => overhead_only = true,
@@ -53,7 +58,7 @@ fn main() -> Result<()> {
                     .parse()?
             }
             other => bail!(
-                "unknown argument `{other}` (use --components DIR [--quick | --smoke] [--overhead-only] [--keep-resident BYTES])"
+                "unknown argument `{other}` (use --components DIR [--model FILE.onnx] [--quick | --smoke] [--overhead-only] [--keep-resident BYTES])"
             ),
         }
     }
@@ -79,7 +84,7 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run(dir, budget, engine, overhead_only))
+    rt.block_on(run(dir, model, budget, engine, overhead_only, smoke))
 }
 
 struct Bench {
@@ -138,9 +143,11 @@ fn row(name: &str, s: Stats) {
 
 async fn run(
     dir: PathBuf,
+    model: PathBuf,
     budget: Budget,
     engine: conduit_host::EngineConfig,
     overhead_only: bool,
+    smoke: bool,
 ) -> Result<()> {
     let bench = Bench {
         runtime: Runtime::new(RuntimeConfig {
@@ -329,7 +336,8 @@ async fn run(
             ratio(copied, routed)
         );
     }
-    registration_table(&dir, budget).await
+    registration_table(&dir, budget).await?;
+    models::run(&model, budget, smoke).await
 }
 
 /// 4. Registration, measured `n` times on fresh data directories.

@@ -37,8 +37,13 @@ pub async fn measure(tokenizer: &[u8], scratch: &Path) -> Result<Sample> {
         root: scratch.join("registry"),
         default_limits: TenantLimits::default(),
     };
-    let (registry, bootstrap) =
-        Registry::open(config, Arc::new(RuntimeValidator::new(runtime.clone())))?;
+    let (registry, bootstrap) = Registry::open(
+        config,
+        Arc::new(RuntimeValidator::new(
+            runtime.clone(),
+            conduit_host::executor::Backends::detect(None),
+        )),
+    )?;
     let key = bootstrap
         .context("fresh registry has an admin key")?
         .api_key;

@@ -32,6 +32,7 @@ mod component;
 mod convert;
 mod engine;
 mod error;
+pub mod executor;
 mod imports;
 mod limits;
 mod linker;

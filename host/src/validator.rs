@@ -1,21 +1,25 @@
 //! The runtime's side of the registry's validation seam: a component must
 //! compile with this engine and target a Conduit world; a model must parse.
 
+use crate::executor::{Backends, Executor};
 use crate::{Runtime, Signature, TensorSpec, onnx_signature};
 use conduit_registry::{Candidate, Kind, ValidateFuture, Validated, Validator};
 
 /// Validates pushes by loading components into a [`Runtime`] (which also
-/// precompiles them into its disk cache, so the first call is fast) and by
-/// reading models' ONNX signatures.
+/// precompiles them into its disk cache, so the first call is fast) and
+/// models into an executor of the backend their hints name.
 #[derive(Debug, Clone)]
 pub struct RuntimeValidator {
     runtime: Runtime,
+    backends: Backends,
 }
 
 impl RuntimeValidator {
-    /// Validates with `runtime`; components stay loaded in it.
-    pub fn new(runtime: Runtime) -> Self {
-        Self { runtime }
+    /// Validates with `runtime` (components stay loaded in it) and
+    /// `backends` (a model is loaded once to validate, then dropped; runners
+    /// load models lazily on first use).
+    pub fn new(runtime: Runtime, backends: Backends) -> Self {
+        Self { runtime, backends }
     }
 }
 
@@ -55,6 +59,25 @@ impl Validator for RuntimeValidator {
                         ));
                     }
                     let signature = onnx_signature(&candidate.bytes).map_err(|e| e.to_string())?;
+                    let config = self
+                        .backends
+                        .config("validation", candidate.executor)
+                        .map_err(|e| e.to_string())?;
+                    let backend = self
+                        .backends
+                        .get(config.backend)
+                        .map_err(|e| e.to_string())?;
+                    let (bytes, sig) = (candidate.bytes.clone(), signature.clone());
+                    let config = crate::executor::ModelConfig {
+                        instances: 1,
+                        ..config
+                    };
+                    tokio::task::spawn_blocking(move || {
+                        Executor::start(backend, &bytes, sig, config)
+                    })
+                    .await
+                    .map_err(|e| format!("model load task failed: {e}"))?
+                    .map_err(|e| e.to_string())?;
                     Ok(Validated {
                         signature: registry_signature(&signature),
                         world: String::new(),

@@ -44,8 +44,14 @@ impl TestRegistry {
             root: dir.path().join("registry"),
             default_limits: limits,
         };
-        let (registry, bootstrap) =
-            Registry::open(config, Arc::new(RuntimeValidator::new(runtime.clone()))).unwrap();
+        let (registry, bootstrap) = Registry::open(
+            config,
+            Arc::new(RuntimeValidator::new(
+                runtime.clone(),
+                conduit_host::executor::Backends::detect(None),
+            )),
+        )
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel();
