@@ -41,7 +41,8 @@ pub fn start(
     Executor::start(backend, bytes, signature, config)
 }
 
-fn batching(max: usize, delay_us: u64) -> ModelConfig {
+/// Batching up to `max` rows, waiting `delay_us` for them.
+pub fn batching(max: usize, delay_us: u64) -> ModelConfig {
     ModelConfig {
         batching: BatchConfig {
             max_batch_size: max,

@@ -4,8 +4,8 @@
 //! nothing listening; the sidecar dying under a running executor.
 
 use crate::common::workspace_root;
-use crate::executor::{fixture, ort, start};
-use conduit_host::executor::{Backend, BatchConfig, ExecutorError, ModelConfig, RemoteBackend};
+use crate::executor::{batching, fixture, ort, start};
+use conduit_host::executor::{Backend, ExecutorError, ModelConfig, RemoteBackend};
 use conduit_host::{NamedTensors, Tensor, onnx_signature};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -96,12 +96,7 @@ impl Drop for Sidecar {
 fn config(name: &str, max: usize, delay_us: u64) -> ModelConfig {
     ModelConfig {
         name: name.into(),
-        batching: BatchConfig {
-            max_batch_size: max,
-            max_queue_delay: Duration::from_micros(delay_us),
-            preferred_batch_sizes: vec![],
-        },
-        ..ModelConfig::default()
+        ..batching(max, delay_us)
     }
 }
 
