@@ -26,13 +26,14 @@ FEATURES     ?= conduit/tract
 
 .PHONY: demo test lint bench components build setup target venv model reference fixtures clean-testdata onnx-model minilm-reference sidecar
 
-## README command 1: start `conduit dev`, register the tokenizer component,
-## inspect it, then tokenize a sentence pair with it.
-demo: components build
-	CONDUIT=$(CONDUIT) WASM_DIR=$(WASM_DIR) scripts/demo.sh
+## README command 1: start `conduit dev`, register the tokenizer, MiniLM and
+## embedding-post as the pipeline `paraphrase`, call it with a paraphrase pair
+## and an unrelated pair, print both similarity scores, stop the server.
+demo: components build onnx-model
+	CONDUIT=$(CONDUIT) WASM_DIR=$(WASM_DIR) MODEL=$(MINILM_ONNX) scripts/demo.sh
 
 ## README command 2: every test (unit, doc, end-to-end with real components).
-test: components reference fixtures minilm-reference sidecar
+test: components reference fixtures minilm-reference sidecar clients
 	$(CARGO) test --release --features "$(FEATURES)" $(NATIVE_TESTS)
 	$(CARGO) run --release -q -p conduit-bench --features conduit-bench/tract -- --components $(WASM_DIR) --smoke > /dev/null
 
@@ -100,3 +101,10 @@ clean-testdata:
 sidecar: venv scripts/requirements-sidecar.txt
 	$(VENV_PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-sidecar.txt
 	$(VENV_PY) sidecar/conduit_sidecar.py --gen-only
+
+## NVIDIA's Python clients (tritonclient, gRPC and HTTP) for tests/python/test_tritonclient.py,
+## which tests/all/tritonclient.rs runs against a real `conduit dev`. Installed beside the
+## sidecar's grpcio/protobuf (see the note in scripts/requirements-clients.txt).
+.PHONY: clients
+clients: sidecar scripts/requirements-clients.txt
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-clients.txt

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use conduit_host::{CallContext, Param, ParamValue, Runtime, RuntimeConfig, Tensor};
 use std::path::{Path, PathBuf};
 
+mod infer;
 mod modules;
 mod print;
 mod serve;
@@ -48,10 +49,17 @@ enum Command {
     Dev(serve::ServeArgs),
     /// Run the registry alone.
     Registry(serve::ServeArgs),
-    /// Upload a component or model and register it as NAME@VERSION.
+    /// Upload a component, model or pipeline manifest and register it as NAME@VERSION.
     Push {
         #[command(flatten)]
         args: modules::PushArgs,
+        #[command(flatten)]
+        conn: modules::Connection,
+    },
+    /// Call a model, component or pipeline over KServe v2 gRPC and print the outputs.
+    Infer {
+        #[command(flatten)]
+        args: infer::InferArgs,
         #[command(flatten)]
         conn: modules::Connection,
     },
@@ -196,6 +204,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Dev(args) => serve::serve(args, true).await?,
         Command::Registry(args) => serve::serve(args, false).await?,
         Command::Push { args, conn } => modules::push(&conn, args).await?,
+        Command::Infer { args, conn } => infer::infer(&conn, args).await?,
         Command::List { kind, name, conn } => modules::list(&conn, kind, name).await?,
         Command::Inspect {
             reference,

@@ -24,11 +24,11 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects; without a key, falls back to `./.conduit/admin.key` (the
-    /// file `conduit dev` writes) so a local session needs no setup.
-    pub async fn connect(&self) -> Result<RegistryClient> {
-        let key = match &self.api_key {
-            Some(k) => k.clone(),
+    /// The API key; without one, `./.conduit/admin.key` (the file `conduit
+    /// dev` writes) so a local session needs no setup.
+    pub fn key(&self) -> Result<String> {
+        match &self.api_key {
+            Some(k) => Ok(k.clone()),
             None => {
                 let path = crate::serve::dev_key_path(std::path::Path::new(".conduit"));
                 std::fs::read_to_string(&path)
@@ -37,10 +37,14 @@ impl Connection {
                         anyhow::anyhow!(
                             "no API key: set CONDUIT_API_KEY or pass --api-key (conduit dev prints one)"
                         )
-                    })?
+                    })
             }
-        };
-        Ok(RegistryClient::connect(&self.registry, &key).await?)
+        }
+    }
+
+    /// Connects to the registry.
+    pub async fn connect(&self) -> Result<RegistryClient> {
+        Ok(RegistryClient::connect(&self.registry, &self.key()?).await?)
     }
 }
 
@@ -51,6 +55,8 @@ pub enum PushKind {
     Component,
     /// An ONNX model (`.onnx`).
     Model,
+    /// A pipeline manifest (`.toml`), type-checked against its steps.
+    Pipeline,
 }
 
 /// `conduit push` options.
@@ -89,7 +95,7 @@ pub async fn push(conn: &Connection, args: PushArgs) -> Result<()> {
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let client = conn.connect().await?;
     let (kind, executor) = match args.kind {
-        PushKind::Component => {
+        PushKind::Component | PushKind::Pipeline => {
             if args.backend.is_some()
                 || args.device.is_some()
                 || args.max_batch.is_some()
@@ -97,7 +103,11 @@ pub async fn push(conn: &Connection, args: PushArgs) -> Result<()> {
             {
                 bail!("--backend, --device, --max-batch and --max-delay-us apply to models only");
             }
-            (Kind::Component, ExecutorHints::default())
+            let kind = match args.kind {
+                PushKind::Pipeline => Kind::Pipeline,
+                _ => Kind::Component,
+            };
+            (kind, ExecutorHints::default())
         }
         PushKind::Model => (
             Kind::Model,

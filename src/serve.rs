@@ -1,10 +1,12 @@
 //! `conduit registry` and `conduit dev`: open the data directory, wire the
-//! runtime's validator into the registry, serve the control plane.
+//! runtime's validator into the registry, serve the control plane — and for
+//! `dev`, the KServe v2 data plane (gRPC beside the registry, plus HTTP).
 
 use anyhow::{Context, Result};
 use conduit_host::executor::Backends;
+use conduit_host::serving::{Serving, ServingConfig, ServingLimits, grpc::InferenceService};
 use conduit_host::{EngineConfig, Runtime, RuntimeConfig, RuntimeValidator};
-use conduit_registry::{Registry, RegistryConfig, TenantLimits};
+use conduit_registry::{Registry, RegistryConfig, RegistryService, TenantLimits};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +32,18 @@ pub struct ServeArgs {
     /// Bytes a tenant may store in total (default 50 GiB).
     #[arg(long, default_value_t = TenantLimits::default().max_stored_bytes)]
     pub max_stored_bytes: u64,
+    /// `dev`: KServe v2 HTTP/REST address (also serves `/metrics`).
+    #[arg(long, env = "CONDUIT_HTTP_LISTEN", default_value = "127.0.0.1:7071")]
+    pub http_listen: SocketAddr,
+    /// `dev`: per-tenant data-plane limits (TOML: `[default]`, `[tenants.NAME]`).
+    #[arg(long)]
+    pub limits: Option<PathBuf>,
+    /// `dev`: memory all loaded models may take together, in MiB.
+    #[arg(long, default_value_t = 8192)]
+    pub model_memory_mib: u64,
+    /// `dev`: largest inference request (gRPC message or HTTP body), in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_request_bytes: usize,
 }
 
 /// Where `conduit dev` keeps the admin key of its own data directory.
@@ -53,15 +67,33 @@ pub async fn serve(args: ServeArgs, dev: bool) -> Result<()> {
             max_stored_bytes: args.max_stored_bytes,
         },
     };
+    let limits = match &args.limits {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            ServingLimits::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => ServingLimits::default(),
+    };
+    let backends = backends(&args);
     let (registry, bootstrap) = Registry::open(
         config,
-        Arc::new(RuntimeValidator::new(runtime, backends(&args))),
+        Arc::new(RuntimeValidator::new(runtime.clone(), backends.clone())),
     )
     .with_context(|| format!("cannot open the registry in {}", args.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let http = if dev {
+        let l = tokio::net::TcpListener::bind(args.http_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.http_listen))?;
+        Some(l)
+    } else {
+        None
+    };
     let key_file = dev_key_path(&args.data_dir);
     println!(
         "conduit {} serving {}",
@@ -69,6 +101,11 @@ pub async fn serve(args: ServeArgs, dev: bool) -> Result<()> {
         args.data_dir.display()
     );
     println!("  registry (gRPC): http://{addr}");
+    if let Some(l) = &http {
+        println!("  inference (KServe v2 gRPC): {addr}");
+        println!("  inference (KServe v2 HTTP): http://{}", l.local_addr()?);
+        println!("  metrics: http://{}/metrics", l.local_addr()?);
+    }
     match bootstrap {
         Some(b) => {
             // Written before the key is printed: whoever reads the key line
@@ -90,7 +127,41 @@ pub async fn serve(args: ServeArgs, dev: bool) -> Result<()> {
         }
         None => {}
     }
-    conduit_registry::serve(registry, listener, shutdown_signal()).await?;
+    let Some(http) = http else {
+        conduit_registry::serve(registry, listener, shutdown_signal()).await?;
+        println!("conduit stopped");
+        return Ok(());
+    };
+    let serving = Serving::new(
+        registry.clone(),
+        runtime,
+        backends,
+        ServingConfig {
+            limits,
+            model_memory_budget: args.model_memory_mib << 20,
+            max_request_bytes: args.max_request_bytes,
+        },
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let grpc = tonic::transport::Server::builder()
+        .add_service(RegistryService::new(registry).into_server())
+        .add_service(InferenceService::new(serving.clone()).into_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            stopped(stop_rx.clone()),
+        );
+    let rest = axum::serve(http, conduit_host::serving::http::router(serving))
+        .with_graceful_shutdown(stopped(stop_rx));
+    let signal = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    let (grpc, rest, ()) = tokio::join!(grpc, rest, signal);
+    grpc?;
+    rest?;
     println!("conduit stopped");
     Ok(())
 }

@@ -40,6 +40,7 @@ mod model;
 mod onnx;
 mod pool;
 mod runtime;
+pub mod serving;
 mod signature;
 mod state;
 mod tensor;

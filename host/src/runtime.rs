@@ -201,11 +201,26 @@ impl Runtime {
         params: &[Param],
         ctx: &CallContext,
     ) -> Result<NamedTensors, RuntimeError> {
+        self.process_traced(component, inputs, params, ctx).await.0
+    }
+
+    /// [`Runtime::process`], also saying whether the call needed a fresh
+    /// instance (`true`) or reused a warm one.
+    pub async fn process_traced(
+        &self,
+        component: &Component,
+        inputs: NamedTensors,
+        params: &[Param],
+        ctx: &CallContext,
+    ) -> (Result<NamedTensors, RuntimeError>, bool) {
         let span =
             tracing::debug_span!("component", component = %component.label, tenant = %ctx.tenant);
-        self.process_inner(component, inputs, params, ctx)
+        let mut fresh = false;
+        let result = self
+            .process_inner(component, inputs, params, ctx, &mut fresh)
             .instrument(span)
-            .await
+            .await;
+        (result, fresh)
     }
 
     async fn process_inner(
@@ -214,6 +229,7 @@ impl Runtime {
         inputs: NamedTensors,
         params: &[Param],
         ctx: &CallContext,
+        fresh: &mut bool,
     ) -> Result<NamedTensors, RuntimeError> {
         let limits = self.clamp(&ctx.limits);
         let deadline = Instant::now() + limits.deadline;
@@ -226,7 +242,10 @@ impl Runtime {
         };
         let mut warm = match warm {
             Some(w) => w,
-            None => self.instantiate(component, &limits, ctx, deadline).await?,
+            None => {
+                *fresh = true;
+                self.instantiate(component, &limits, ctx, deadline).await?
+            }
         };
         prepare(&mut warm.store, &limits, ctx, deadline);
         let result = call_process(&warm.instance, &mut warm.store, inputs, params).await;

@@ -3,7 +3,7 @@
 
 use crate::executor::{Backends, Executor};
 use crate::{Runtime, Signature, TensorSpec, onnx_signature};
-use conduit_registry::{Candidate, Kind, ValidateFuture, Validated, Validator};
+use conduit_registry::{Candidate, Kind, PipelineDef, ValidateFuture, Validated, Validator};
 
 /// Validates pushes by loading components into a [`Runtime`] (which also
 /// precompiles them into its disk cache, so the first call is fast) and
@@ -83,8 +83,14 @@ impl Validator for RuntimeValidator {
                         world: String::new(),
                     })
                 }
+                // The registry resolved and type-checked it; what arrives is
+                // the resolved form.
                 Kind::Pipeline => {
-                    Err("this runner cannot type-check pipeline manifests yet".into())
+                    let def = PipelineDef::from_bytes(&candidate.bytes)?;
+                    Ok(Validated {
+                        signature: def.signature(),
+                        world: String::new(),
+                    })
                 }
             }
         })

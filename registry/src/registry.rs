@@ -8,7 +8,8 @@ use crate::store::{self, BY_DIGEST, KEYS, MANIFESTS, TAGS, TENANTS, UPLOADS, Upl
 use crate::tenant::{hash_key, new_key};
 use crate::validate::{Candidate, Validator};
 use crate::{
-    Digest, ExecutorHints, Kind, LocalBlobStore, Manifest, RegistryError, Tenant, TenantLimits,
+    Digest, ExecutorHints, Kind, LocalBlobStore, Manifest, PipelineDef, RegistryError, Tenant,
+    TenantLimits,
 };
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
@@ -330,6 +331,10 @@ impl Registry {
         for tag in &request.tags {
             check_tag(tag)?;
         }
+        let request = match request.kind {
+            Kind::Pipeline => self.resolve_pipeline(caller, request).await?,
+            _ => request,
+        };
         let tenant = caller.name.as_str();
         let digest = request.digest.to_string();
         let key = store::manifest_key(tenant, &request.name, &version);
@@ -396,6 +401,37 @@ impl Registry {
         };
         let (this, caller) = (self.clone(), caller.clone());
         blocking(move || this.commit_manifest(&caller, &key, manifest, &request)).await
+    }
+
+    /// Resolves and type-checks the pipeline manifest (TOML) the caller
+    /// uploaded, stores its resolved form (every step pinned to a digest) as
+    /// a blob of the caller's, and returns the request for that blob: the
+    /// pipeline's digest is the digest of what it runs.
+    async fn resolve_pipeline(
+        &self,
+        caller: &Tenant,
+        mut request: NewManifest,
+    ) -> Result<NewManifest, RegistryError> {
+        let source = self.blob(caller, &request.digest).map_err(|_| {
+            RegistryError::NotFound(format!(
+                "blob {} has not been uploaded by tenant `{}`",
+                request.digest, caller.name
+            ))
+        })?;
+        let def = PipelineDef::resolve(&source, |r| self.resolve(caller, r))?;
+        let bytes = def.to_bytes();
+        let (this, tenant) = (self.clone(), caller.clone());
+        let committed = blocking(move || {
+            let mut upload = this.begin_upload(&tenant, bytes.len() as u64, None)?;
+            upload.write(&bytes)?;
+            upload.finish()
+        })
+        .await?;
+        request.digest = committed.digest;
+        request.references = def.steps.iter().map(|s| s.pinned.clone()).collect();
+        request.references.sort();
+        request.references.dedup();
+        Ok(request)
     }
 
     /// Stores a validated manifest with its index entry and tags, in one

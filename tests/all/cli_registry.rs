@@ -20,6 +20,8 @@ pub struct Server {
     child: Option<Child>,
     /// The gRPC address it printed (`http://127.0.0.1:<port>`).
     pub url: String,
+    /// `dev` only: the KServe v2 HTTP address it printed (`http://127.0.0.1:<port>`).
+    pub http_url: String,
     /// The admin key it printed on first start (`None` on a restart).
     pub key: Option<String>,
     /// Everything it printed to stdout so far.
@@ -33,11 +35,24 @@ impl Server {
     /// and waits until it has printed its address (and, when `expect_key`,
     /// the bootstrap admin key).
     pub fn start(subcommand: &str, data_dir: &Path, expect_key: bool) -> Self {
+        Self::start_with(subcommand, data_dir, expect_key, &[])
+    }
+
+    /// [`Server::start`] with extra arguments (`dev` also gets
+    /// `--http-listen 127.0.0.1:0`).
+    pub fn start_with(subcommand: &str, data_dir: &Path, expect_key: bool, extra: &[&str]) -> Self {
+        let dev = subcommand == "dev";
         let mut child = Command::new(env!("CARGO_BIN_EXE_conduit"))
             .arg(subcommand)
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
+            .args(if dev {
+                &["--http-listen", "127.0.0.1:0"][..]
+            } else {
+                &[]
+            })
+            .args(extra)
             .env_remove("CONDUIT_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -71,13 +86,17 @@ impl Server {
         let mut server = Self {
             child: Some(child),
             url: String::new(),
+            http_url: String::new(),
             key: None,
             stdout: Vec::new(),
             lines,
             stderr,
         };
         let deadline = Instant::now() + STARTUP;
-        while server.url.is_empty() || (expect_key && server.key.is_none()) {
+        while server.url.is_empty()
+            || (dev && server.http_url.is_empty())
+            || (expect_key && server.key.is_none())
+        {
             let line = match server
                 .lines
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -91,6 +110,9 @@ impl Server {
             };
             if let Some(url) = line.trim().strip_prefix("registry (gRPC): ") {
                 server.url = url.to_string();
+            }
+            if let Some(url) = line.trim().strip_prefix("inference (KServe v2 HTTP): ") {
+                server.http_url = url.to_string();
             }
             if let Some(key) = line.trim().strip_prefix("export CONDUIT_API_KEY=") {
                 server.key = Some(key.to_string());

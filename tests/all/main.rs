@@ -12,4 +12,6 @@ mod registry;
 mod registry_bad_input;
 mod remote_executor;
 mod runtime;
+mod serving;
 mod tokenizer;
+mod tritonclient;

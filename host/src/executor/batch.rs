@@ -3,7 +3,7 @@
 //! out; run it; send each caller its rows.
 
 use super::rows::{compatible, concat, split};
-use super::{BatchConfig, ExecutorError, LoadedModel};
+use super::{BatchConfig, ExecutorError, LoadedModel, RunTiming};
 use crate::NamedTensors;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -11,12 +11,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
+/// What a worker sends back for one request.
+pub(crate) type Reply = Result<(NamedTensors, RunTiming), ExecutorError>;
+
 /// One request waiting for a worker.
 pub(crate) struct Job {
     pub inputs: NamedTensors,
     /// Rows on the batch dimension; `None` for a model that does not batch.
     pub rows: Option<usize>,
-    pub reply: oneshot::Sender<Result<NamedTensors, ExecutorError>>,
+    pub reply: oneshot::Sender<Reply>,
     pub enqueued: Instant,
     pub span: tracing::Span,
 }
@@ -137,8 +140,13 @@ fn run(model: &mut dyn LoadedModel, mut batch: Vec<Job>, counters: &Counters) {
     );
     match result {
         Ok(parts) => {
+            let compute = std::time::Duration::from_micros(compute);
             for (job, out) in batch.into_iter().zip(parts) {
-                let _ = job.reply.send(Ok(out));
+                let timing = RunTiming {
+                    queue: started.duration_since(job.enqueued),
+                    compute,
+                };
+                let _ = job.reply.send(Ok((out, timing)));
             }
         }
         Err(e) => {

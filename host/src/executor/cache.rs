@@ -38,8 +38,9 @@ struct State {
 #[derive(Clone)]
 pub struct ModelCache {
     state: Arc<Mutex<State>>,
-    /// Serialises loads so two requests for one model load it once.
-    loading: Arc<tokio::sync::Mutex<()>>,
+    /// One lock per digest being loaded: two requests for one model load it
+    /// once, while different models load side by side.
+    loading: Arc<Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>>,
     budget: u64,
 }
 
@@ -81,7 +82,32 @@ impl ModelCache {
         if let Some(e) = self.get(&digest) {
             return Ok(e);
         }
-        let _one_at_a_time = self.loading.lock().await;
+        let lock = self
+            .loading
+            .lock()
+            .expect("model cache loading lock")
+            .entry(digest)
+            .or_default()
+            .clone();
+        let _one_load_per_model = lock.lock().await;
+        let result = self.load_locked(digest, size, load).await;
+        let mut loading = self.loading.lock().expect("model cache loading lock");
+        // The last waiter removes the lock entry.
+        if Arc::strong_count(&lock) <= 2 {
+            loading.remove(&digest);
+        }
+        result
+    }
+
+    async fn load_locked<F>(
+        &self,
+        digest: Digest,
+        size: u64,
+        load: F,
+    ) -> Result<Executor, ExecutorError>
+    where
+        F: FnOnce() -> Result<Executor, ExecutorError> + Send + 'static,
+    {
         if let Some(e) = self.get(&digest) {
             return Ok(e);
         }
@@ -112,6 +138,13 @@ impl ModelCache {
         let entry = state.entries.get_mut(digest)?;
         entry.last_used = Instant::now();
         Some(entry.executor.clone())
+    }
+
+    /// Drops the loaded model for `digest` (requests holding it finish on
+    /// it); `true` when it was loaded.
+    pub fn remove(&self, digest: &Digest) -> bool {
+        let mut state = self.state.lock().expect("model cache lock");
+        state.entries.remove(digest).is_some()
     }
 
     /// Evicts idle models, least recently used first, until `incoming` more

@@ -25,7 +25,7 @@ pub use config::{BackendKind, BatchConfig, Device, ModelConfig, OptLevel};
 pub use error::ExecutorError;
 #[cfg(feature = "ort")]
 pub use ort::OrtBackend;
-pub use queue::{Executor, ExecutorStats};
+pub use queue::{Executor, ExecutorStats, RunTiming};
 pub use remote::RemoteBackend;
 #[cfg(feature = "tract")]
 pub use tract::TractBackend;

@@ -1,6 +1,6 @@
 //! One loaded model served by worker threads behind a bounded queue.
 
-use super::batch::{Counters, Job, worker};
+use super::batch::{Counters, Job, Reply, worker};
 use super::rows::{check_inputs, chunk, concat};
 use super::{Backend, ExecutorError, ModelConfig};
 use crate::{NamedTensors, Signature};
@@ -27,6 +27,15 @@ pub struct ExecutorStats {
     pub compute: Duration,
     /// Requests whose batch failed.
     pub failures: u64,
+}
+
+/// Where one request's time went inside an executor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunTiming {
+    /// Waiting in the queue for a batch to form and a worker to take it.
+    pub queue: Duration,
+    /// Running the batch the request was part of.
+    pub compute: Duration,
 }
 
 /// A model served by `config.instances` worker threads, each with its own
@@ -177,6 +186,18 @@ impl Executor {
     /// signature; [`ExecutorError::Overloaded`] when the queue is full;
     /// [`ExecutorError::Backend`] when the run fails.
     pub async fn infer(&self, inputs: NamedTensors) -> Result<NamedTensors, ExecutorError> {
+        self.infer_timed(inputs).await.map(|(outputs, _)| outputs)
+    }
+
+    /// [`Executor::infer`], also saying how long the request queued and how
+    /// long its batch computed (summed over the parts of a split request).
+    ///
+    /// # Errors
+    /// As [`Executor::infer`].
+    pub async fn infer_timed(
+        &self,
+        inputs: NamedTensors,
+    ) -> Result<(NamedTensors, RunTiming), ExecutorError> {
         let rows = check_inputs(&self.inner.config.name, &self.inner.signature, &inputs)?;
         let max = self.inner.config.batching.max_batch_size.max(1);
         match rows {
@@ -188,11 +209,15 @@ impl Executor {
                     receivers.push(self.submit(part, rows)?);
                 }
                 let mut outputs = Vec::with_capacity(receivers.len());
+                let mut timing = RunTiming::default();
                 for rx in receivers {
-                    outputs.push(self.wait(rx).await?);
+                    let (out, t) = self.wait(rx).await?;
+                    timing.queue += t.queue;
+                    timing.compute += t.compute;
+                    outputs.push(out);
                 }
                 let refs: Vec<&NamedTensors> = outputs.iter().collect();
-                concat(&refs)
+                Ok((concat(&refs)?, timing))
             }
             rows => {
                 let rx = self.submit(inputs, rows)?;
@@ -205,7 +230,7 @@ impl Executor {
         &self,
         inputs: NamedTensors,
         rows: Option<usize>,
-    ) -> Result<oneshot::Receiver<Result<NamedTensors, ExecutorError>>, ExecutorError> {
+    ) -> Result<oneshot::Receiver<Reply>, ExecutorError> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             inputs,
@@ -234,8 +259,8 @@ impl Executor {
 
     async fn wait(
         &self,
-        rx: oneshot::Receiver<Result<NamedTensors, ExecutorError>>,
-    ) -> Result<NamedTensors, ExecutorError> {
+        rx: oneshot::Receiver<Reply>,
+    ) -> Result<(NamedTensors, RunTiming), ExecutorError> {
         rx.await
             .map_err(|_| ExecutorError::Closed(self.inner.config.name.clone()))?
     }

@@ -1,0 +1,199 @@
+//! KServe v2 gRPC (`inference.GRPCInferenceService`) over [`Serving`].
+//!
+//! Server health and metadata answer without a key (probes have none);
+//! every model call needs `authorization: Bearer <key>`, which selects the
+//! tenant. Errors map to codes in one place ([`ServeError::to_status`]).
+
+use super::{Serving, wire};
+use conduit_proto::inference::{self as pb, grpc_inference_service_server as server};
+use conduit_registry::Tenant;
+use std::time::Instant;
+use tonic::{Request, Response, Status};
+
+/// The gRPC inference service.
+#[derive(Debug, Clone)]
+pub struct InferenceService {
+    serving: Serving,
+}
+
+impl InferenceService {
+    /// Serves `serving`.
+    pub fn new(serving: Serving) -> Self {
+        Self { serving }
+    }
+
+    /// As a tonic service, refusing messages over the configured request size.
+    pub fn into_server(self) -> server::GrpcInferenceServiceServer<Self> {
+        let max = self.serving.config().max_request_bytes;
+        server::GrpcInferenceServiceServer::new(self)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    fn tenant<T>(&self, request: &Request<T>) -> Result<Tenant, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or(""));
+        Ok(self.serving.authenticate(header)?)
+    }
+}
+
+/// `grpc-timeout` as a duration (`<n><unit>`, unit one of H M S m u n).
+fn grpc_timeout<T>(request: &Request<T>) -> Option<std::time::Duration> {
+    let v = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => std::time::Duration::from_secs(n * 3600),
+        "M" => std::time::Duration::from_secs(n * 60),
+        "S" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_millis(n),
+        "u" => std::time::Duration::from_micros(n),
+        "n" => std::time::Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[tonic::async_trait]
+impl server::GrpcInferenceService for InferenceService {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse { ready: true }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        let ready = match self.serving.ready(&tenant, &r.name, &r.version) {
+            Ok(ready) => ready,
+            Err(super::ServeError::NotFound(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: "conduit".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: super::EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        let m = self.serving.resolve(&tenant, &r.name, &r.version)?;
+        let meta = |t: &conduit_registry::TensorSpec| pb::model_metadata_response::TensorMetadata {
+            name: t.name.clone(),
+            datatype: t.datatype.clone(),
+            shape: t.shape.clone(),
+        };
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: m.name.clone(),
+            versions: vec![m.version.clone()],
+            platform: wire::platform(m.kind).into(),
+            inputs: m.signature.inputs.iter().map(meta).collect(),
+            outputs: m.signature.outputs.iter().map(meta).collect(),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let received = Instant::now();
+        let tenant = self.tenant(&request)?;
+        let timeout = grpc_timeout(&request);
+        let mut infer = wire::decode_request(request.into_inner())?;
+        infer.received = Some(received);
+        if let Some(t) = timeout {
+            infer.timeout = Some(infer.timeout.map_or(t, |mine| mine.min(t)));
+        }
+        let answer = self.serving.infer(&tenant, infer).await?;
+        Ok(Response::new(wire::encode_response(answer)))
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        let config = self.serving.model_config(&tenant, &r.name, &r.version)?;
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(config),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        let stats = self.serving.statistics(&tenant, &r.name, &r.version)?;
+        Ok(Response::new(pb::ModelStatisticsResponse {
+            model_stats: stats.iter().map(|(k, c)| wire::statistics(k, c)).collect(),
+        }))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        let models = self.serving.index(&tenant, r.ready)?;
+        Ok(Response::new(pb::RepositoryIndexResponse {
+            models: models
+                .into_iter()
+                .map(|m| pb::repository_index_response::ModelIndex {
+                    name: m.name,
+                    version: m.version,
+                    state: m.state.into(),
+                    reason: m.reason,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        self.serving.load(&tenant, &r.model_name).await?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        self.serving.unload(&tenant, &r.model_name)?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+}

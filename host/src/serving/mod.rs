@@ -1,0 +1,798 @@
+//! The data plane: what a runner serves to KServe v2 / Triton clients.
+//!
+//! [`Serving`] turns `(tenant, model name, version)` into something that
+//! runs — a model through its executor's batch queue, a component in the
+//! sandbox, or a pipeline of both ([`engine`]) — with per-tenant limits and
+//! Triton-style counters ([`Metrics`]). The gRPC ([`grpc`]) and HTTP
+//! ([`http`]) front ends only translate; errors become statuses in one
+//! place ([`ServeError`]).
+
+mod engine;
+mod error;
+pub mod grpc;
+pub mod http;
+mod json;
+mod limits;
+mod metrics;
+pub mod wire;
+
+pub use error::{ServeError, StatusClass};
+pub use limits::{ServingLimits, TenantServing};
+pub use metrics::{Metrics, ModelCounters, ModelKey, RequestTiming};
+
+use crate::executor::{Backends, Executor, ModelCache};
+use crate::{
+    Component, DataType, Digest, NamedTensors, Param, ParamValue, Runtime, Signature, TensorSpec,
+};
+use conduit_registry::{Kind, ListQuery, Manifest, PipelineDef, Registry, Tenant};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The KServe v2 / Triton protocol extensions served.
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "model_configuration",
+    "model_repository",
+    "parameters",
+    "statistics",
+];
+
+/// How the data plane is configured.
+#[derive(Debug, Clone)]
+pub struct ServingConfig {
+    /// Per-tenant limits.
+    pub limits: ServingLimits,
+    /// Estimated memory all loaded models may take together, in bytes.
+    pub model_memory_budget: u64,
+    /// Largest request body (gRPC message or HTTP body), in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for ServingConfig {
+    fn default() -> Self {
+        Self {
+            limits: ServingLimits::default(),
+            model_memory_budget: 8 << 30,
+            max_request_bytes: 64 << 20,
+        }
+    }
+}
+
+/// One inference request, decoded by a front end.
+#[derive(Debug, Clone, Default)]
+pub struct InferRequest {
+    /// Model (or pipeline, or component) name.
+    pub model: String,
+    /// Version, tag or digest; empty: `latest`.
+    pub version: String,
+    /// The client's request id, echoed back.
+    pub id: String,
+    /// Input tensors.
+    pub inputs: NamedTensors,
+    /// Request parameters. For a pipeline, `step.param` goes to that step.
+    pub params: Vec<Param>,
+    /// Outputs to return; empty: all.
+    pub outputs: Vec<String>,
+    /// A client deadline shorter than the tenant's, if any.
+    pub timeout: Option<Duration>,
+    /// Time the front end spent decoding the request.
+    pub decode: Duration,
+    /// When the front end received it.
+    pub received: Option<Instant>,
+}
+
+/// The answer to an [`InferRequest`].
+#[derive(Debug, Clone)]
+pub struct InferResponse {
+    /// Model name.
+    pub model: String,
+    /// The version that ran.
+    pub version: String,
+    /// The request id.
+    pub id: String,
+    /// Output tensors, in the signature's order.
+    pub outputs: NamedTensors,
+    /// Response parameters: `conduit.digest` (what ran) and, for a pipeline,
+    /// `conduit.step.<name>` for every step (provenance).
+    pub params: Vec<(String, String)>,
+    /// Time spent in models and components.
+    pub compute: Duration,
+}
+
+/// A model version as the repository extension lists it.
+#[derive(Debug, Clone)]
+pub struct IndexEntry {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// `READY` or `UNAVAILABLE`.
+    pub state: &'static str,
+    /// Why it is unavailable.
+    pub reason: String,
+}
+
+/// The data plane of one runner. Cheap to clone.
+#[derive(Clone)]
+pub struct Serving {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    runtime: Runtime,
+    backends: Backends,
+    models: ModelCache,
+    pipelines: Mutex<HashMap<Digest, Arc<PipelineDef>>>,
+    metrics: Metrics,
+    config: ServingConfig,
+    admission: Mutex<HashMap<String, Arc<Semaphore>>>,
+    unloaded: RwLock<HashSet<(String, String)>>,
+}
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serving")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A resolved target plus its metrics key.
+struct Target {
+    manifest: Manifest,
+    key: ModelKey,
+}
+
+impl Serving {
+    /// A data plane over `registry`, running components in `runtime` and
+    /// models in `backends`.
+    pub fn new(
+        registry: Registry,
+        runtime: Runtime,
+        backends: Backends,
+        config: ServingConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                models: ModelCache::new(config.model_memory_budget),
+                registry,
+                runtime,
+                backends,
+                pipelines: Mutex::default(),
+                metrics: Metrics::default(),
+                config,
+                admission: Mutex::default(),
+                unloaded: RwLock::default(),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServingConfig {
+        &self.inner.config
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The tenant an `authorization` header value (`Bearer <key>`) names.
+    ///
+    /// # Errors
+    /// [`ServeError::Unauthenticated`] for a missing, malformed or unknown key.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Tenant, ServeError> {
+        let value = authorization.ok_or_else(|| {
+            ServeError::Unauthenticated(
+                "missing API key: send `authorization: Bearer <key>`".into(),
+            )
+        })?;
+        let key = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                ServeError::Unauthenticated(
+                    "the authorization header must be `Bearer <key>`".into(),
+                )
+            })?;
+        self.inner
+            .registry
+            .authenticate(key.trim())
+            .map_err(|_| ServeError::Unauthenticated("invalid API key".into()))
+    }
+
+    /// What `name` at `version` (a version, tag, digest, or empty for
+    /// `latest`) is for `tenant`.
+    ///
+    /// # Errors
+    /// [`ServeError::NotFound`] when it does not exist for this tenant.
+    pub fn resolve(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        version: &str,
+    ) -> Result<Manifest, ServeError> {
+        if name.is_empty() {
+            return Err(ServeError::InvalidInput("a model name is required".into()));
+        }
+        let reference = if version.is_empty() {
+            name.to_string()
+        } else if version.starts_with("blake3:") {
+            version.to_string()
+        } else if semver::Version::parse(version).is_ok() {
+            format!("{name}@{version}")
+        } else {
+            format!("{name}:{version}")
+        };
+        let manifest = self
+            .inner
+            .registry
+            .resolve(tenant, &reference)
+            .map_err(|e| match e {
+                conduit_registry::RegistryError::NotFound(_)
+                | conduit_registry::RegistryError::InvalidArgument(_) => {
+                    ServeError::NotFound(if version.is_empty() {
+                        format!("model `{name}` not found")
+                    } else {
+                        format!("model `{name}` version `{version}` not found")
+                    })
+                }
+                other => other.into(),
+            })?;
+        if manifest.name != name {
+            return Err(ServeError::NotFound(format!(
+                "{version} is `{}`, not model `{name}`",
+                manifest.name
+            )));
+        }
+        Ok(manifest)
+    }
+
+    fn target(&self, tenant: &Tenant, name: &str, version: &str) -> Result<Target, ServeError> {
+        let manifest = self.resolve(tenant, name, version)?;
+        if self.is_unloaded(&tenant.name, name) {
+            return Err(ServeError::Unavailable(format!(
+                "model `{name}` is unloaded; load it (RepositoryModelLoad) to serve it again"
+            )));
+        }
+        let key = ModelKey {
+            tenant: tenant.name.clone(),
+            model: manifest.name.clone(),
+            version: manifest.version.clone(),
+        };
+        Ok(Target { manifest, key })
+    }
+
+    fn is_unloaded(&self, tenant: &str, name: &str) -> bool {
+        self.inner
+            .unloaded
+            .read()
+            .expect("unloaded lock")
+            .contains(&(tenant.to_string(), name.to_string()))
+    }
+
+    /// Whether `name` at `version` can serve now.
+    ///
+    /// # Errors
+    /// [`ServeError::NotFound`] when it does not exist.
+    pub fn ready(&self, tenant: &Tenant, name: &str, version: &str) -> Result<bool, ServeError> {
+        self.resolve(tenant, name, version)?;
+        Ok(!self.is_unloaded(&tenant.name, name))
+    }
+
+    /// Runs one inference request for `tenant`.
+    ///
+    /// # Errors
+    /// Any [`ServeError`]; failures are counted by reason.
+    pub async fn infer(
+        &self,
+        tenant: &Tenant,
+        request: InferRequest,
+    ) -> Result<InferResponse, ServeError> {
+        let started = request.received.unwrap_or_else(Instant::now);
+        let target = match self.target(tenant, &request.model, &request.version) {
+            Ok(t) => t,
+            Err(e) => {
+                self.inner
+                    .metrics
+                    .rejected(&tenant.name, &request.model, e.reason());
+                return Err(e);
+            }
+        };
+        let metrics = &self.inner.metrics;
+        metrics.begin(&target.key);
+        let result = self.infer_target(tenant, &target, request).await;
+        match result {
+            Ok((response, timing, rows)) => {
+                metrics.success(&target.key, rows, started.elapsed(), timing);
+                Ok(response)
+            }
+            Err(e) => {
+                metrics.failure(&target.key, e.reason(), started.elapsed());
+                Err(e)
+            }
+        }
+    }
+
+    async fn infer_target(
+        &self,
+        tenant: &Tenant,
+        target: &Target,
+        request: InferRequest,
+    ) -> Result<(InferResponse, RequestTiming, u64), ServeError> {
+        let limits = self.inner.config.limits.of(&tenant.name);
+        let waited = Instant::now();
+        let _permit = self.admit(&tenant.name, limits.max_concurrent_requests)?;
+        let mut deadline = limits.request_deadline();
+        if let Some(t) = request.timeout {
+            deadline = deadline.min(t);
+        }
+        let deadline = Instant::now() + deadline;
+        let manifest = &target.manifest;
+        let signature = host_signature(&manifest.signature)?;
+        check_request(&manifest.name, &signature, &request.inputs)?;
+        for wanted in &request.outputs {
+            if !signature.outputs.iter().any(|o| &o.name == wanted) {
+                return Err(ServeError::InvalidInput(format!(
+                    "model `{}` has no output `{wanted}`; its outputs are {}",
+                    manifest.name,
+                    list(&signature.outputs)
+                )));
+            }
+        }
+        let rows = request
+            .inputs
+            .first()
+            .and_then(|(_, t)| t.shape().first().copied())
+            .unwrap_or(1)
+            .max(0) as u64;
+        let mut timing = RequestTiming {
+            queue: waited.elapsed(),
+            input: request.decode,
+            ..RequestTiming::default()
+        };
+        let mut params = vec![("conduit.digest".to_string(), manifest.digest.to_string())];
+        let ctx = engine::Ctx {
+            serving: self.clone(),
+            tenant: tenant.clone(),
+            limits,
+            deadline,
+        };
+        let run = async {
+            match manifest.kind {
+                Kind::Model => {
+                    let step = engine::model_step(&ctx, manifest, request.inputs).await?;
+                    Ok((step.outputs, step.timing, Vec::new()))
+                }
+                Kind::Component => {
+                    let step =
+                        engine::component_step(&ctx, manifest, request.inputs, request.params)
+                            .await?;
+                    Ok((step.outputs, step.timing, Vec::new()))
+                }
+                Kind::Pipeline => {
+                    let def = self.pipeline(tenant, manifest).await?;
+                    engine::run_pipeline(&ctx, def, request.inputs, &request.params).await
+                }
+            }
+        };
+        let (outputs, step_timing, provenance) = tokio::time::timeout_at(deadline.into(), run)
+            .await
+            .map_err(|_| {
+                ServeError::Deadline(format!(
+                    "model `{}` did not finish within the request deadline",
+                    manifest.name
+                ))
+            })??;
+        timing.queue += step_timing.queue;
+        timing.infer = step_timing.compute;
+        let assembling = Instant::now();
+        params.extend(provenance);
+        let outputs = select_outputs(&manifest.name, &signature, outputs, &request.outputs)?;
+        timing.output = assembling.elapsed();
+        Ok((
+            InferResponse {
+                model: manifest.name.clone(),
+                version: manifest.version.clone(),
+                id: request.id,
+                outputs,
+                params,
+                compute: step_timing.compute,
+            },
+            timing,
+            rows,
+        ))
+    }
+
+    fn admit(&self, tenant: &str, max: u32) -> Result<OwnedSemaphorePermit, ServeError> {
+        let semaphore = self
+            .inner
+            .admission
+            .lock()
+            .expect("admission lock")
+            .entry(tenant.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(max as usize)))
+            .clone();
+        semaphore.try_acquire_owned().map_err(|_| {
+            ServeError::Overloaded(format!(
+                "tenant `{tenant}` has {max} requests in flight, its limit; retry later"
+            ))
+        })
+    }
+
+    /// The parsed pipeline of `manifest` (cached by digest).
+    async fn pipeline(
+        &self,
+        tenant: &Tenant,
+        manifest: &Manifest,
+    ) -> Result<Arc<PipelineDef>, ServeError> {
+        if let Some(def) = self
+            .inner
+            .pipelines
+            .lock()
+            .expect("pipelines lock")
+            .get(&manifest.digest)
+        {
+            return Ok(def.clone());
+        }
+        let bytes = self.blob(tenant, manifest.digest).await?;
+        let def = Arc::new(PipelineDef::from_bytes(&bytes).map_err(ServeError::Internal)?);
+        self.inner
+            .pipelines
+            .lock()
+            .expect("pipelines lock")
+            .insert(manifest.digest, def.clone());
+        Ok(def)
+    }
+
+    async fn blob(&self, tenant: &Tenant, digest: Digest) -> Result<bytes::Bytes, ServeError> {
+        let (registry, tenant) = (self.inner.registry.clone(), tenant.clone());
+        tokio::task::spawn_blocking(move || registry.blob(&tenant, &digest))
+            .await
+            .map_err(|e| ServeError::Internal(format!("blob read task failed: {e}")))?
+            .map_err(ServeError::from)
+    }
+
+    /// The loaded executor of a model manifest, loading it on first use.
+    async fn executor(&self, tenant: &Tenant, manifest: &Manifest) -> Result<Executor, ServeError> {
+        if let Some(e) = self.inner.models.get(&manifest.digest) {
+            return Ok(e);
+        }
+        let context = format!("model `{}`", manifest.reference());
+        let config = self
+            .inner
+            .backends
+            .config(&manifest.name, &manifest.executor)
+            .map_err(|error| ServeError::Model {
+                context: context.clone(),
+                error,
+            })?;
+        let backend =
+            self.inner
+                .backends
+                .get(config.backend)
+                .map_err(|error| ServeError::Model {
+                    context: context.clone(),
+                    error,
+                })?;
+        let signature = host_signature(&manifest.signature)?;
+        let bytes = self.blob(tenant, manifest.digest).await?;
+        let started = Instant::now();
+        let executor = self
+            .inner
+            .models
+            .get_or_load(manifest.digest, manifest.size, move || {
+                Executor::start(backend, &bytes, signature, config)
+            })
+            .await
+            .map_err(|error| ServeError::Model { context, error })?;
+        self.inner.metrics.model_loaded(
+            &ModelKey {
+                tenant: tenant.name.clone(),
+                model: manifest.name.clone(),
+                version: manifest.version.clone(),
+            },
+            started.elapsed(),
+        );
+        Ok(executor)
+    }
+
+    /// The loaded component of a manifest.
+    async fn component(
+        &self,
+        tenant: &Tenant,
+        manifest: &Manifest,
+    ) -> Result<Arc<Component>, ServeError> {
+        if let Some(c) = self.inner.runtime.get(&manifest.digest) {
+            return Ok(c);
+        }
+        let bytes = self.blob(tenant, manifest.digest).await?;
+        self.inner
+            .runtime
+            .load(&bytes)
+            .await
+            .map_err(|error| ServeError::Component {
+                context: format!("component `{}`", manifest.reference()),
+                error,
+            })
+    }
+
+    /// Counters of `tenant`'s models (`name` empty: all; `version` empty: all).
+    pub fn statistics(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        version: &str,
+    ) -> Result<Vec<(ModelKey, ModelCounters)>, ServeError> {
+        let mut version = version.to_string();
+        if !name.is_empty() && !version.is_empty() {
+            version = self.resolve(tenant, name, &version)?.version;
+        } else if !name.is_empty() {
+            self.resolve(tenant, name, "")?;
+        }
+        Ok(self
+            .inner
+            .metrics
+            .models(&tenant.name, name)
+            .into_iter()
+            .filter(|(k, _)| version.is_empty() || k.version == version)
+            .collect())
+    }
+
+    /// Every model version of `tenant` (`ready_only`: skip unloaded ones).
+    ///
+    /// # Errors
+    /// [`ServeError::Internal`] when the registry cannot be read.
+    pub fn index(&self, tenant: &Tenant, ready_only: bool) -> Result<Vec<IndexEntry>, ServeError> {
+        let mut out = Vec::new();
+        let mut query = ListQuery {
+            page_size: 1000,
+            ..ListQuery::default()
+        };
+        loop {
+            let (page, next) = self.inner.registry.list(tenant, &query)?;
+            for m in page {
+                let unloaded = self.is_unloaded(&tenant.name, &m.name);
+                if ready_only && unloaded {
+                    continue;
+                }
+                out.push(IndexEntry {
+                    name: m.name,
+                    version: m.version,
+                    state: if unloaded { "UNAVAILABLE" } else { "READY" },
+                    reason: if unloaded {
+                        "unloaded".into()
+                    } else {
+                        String::new()
+                    },
+                });
+            }
+            if next.is_empty() {
+                return Ok(out);
+            }
+            query.page_token = next;
+        }
+    }
+
+    /// Makes `name` servable again and loads its latest version (models
+    /// into executors, components into the runtime, a pipeline's steps).
+    ///
+    /// # Errors
+    /// [`ServeError::NotFound`] for an unknown model; load failures.
+    pub async fn load(&self, tenant: &Tenant, name: &str) -> Result<(), ServeError> {
+        let manifest = self.resolve(tenant, name, "")?;
+        self.inner
+            .unloaded
+            .write()
+            .expect("unloaded lock")
+            .remove(&(tenant.name.clone(), name.to_string()));
+        self.warm(tenant, &manifest).await
+    }
+
+    async fn warm(&self, tenant: &Tenant, manifest: &Manifest) -> Result<(), ServeError> {
+        match manifest.kind {
+            Kind::Model => self.executor(tenant, manifest).await.map(drop),
+            Kind::Component => self.component(tenant, manifest).await.map(drop),
+            Kind::Pipeline => {
+                let def = self.pipeline(tenant, manifest).await?;
+                for step in &def.steps {
+                    let m = self
+                        .inner
+                        .registry
+                        .resolve(tenant, &step.digest.to_string())?;
+                    Box::pin(self.warm(tenant, &m)).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops serving `name` for `tenant` (requests get UNAVAILABLE until it
+    /// is loaded again) and frees its model executors.
+    ///
+    /// # Errors
+    /// [`ServeError::NotFound`] for an unknown model.
+    pub fn unload(&self, tenant: &Tenant, name: &str) -> Result<(), ServeError> {
+        let manifest = self.resolve(tenant, name, "")?;
+        self.inner
+            .unloaded
+            .write()
+            .expect("unloaded lock")
+            .insert((tenant.name.clone(), name.to_string()));
+        if manifest.kind == Kind::Model {
+            self.inner.models.remove(&manifest.digest);
+        }
+        Ok(())
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        let cache = self.inner.models.stats();
+        self.inner.metrics.render(&[
+            (
+                "conduit_models_loaded",
+                "Models loaded in executors now.",
+                cache.loaded as f64,
+            ),
+            (
+                "conduit_models_loaded_bytes",
+                "Estimated memory of the loaded models.",
+                cache.bytes as f64,
+            ),
+            (
+                "conduit_component_slots_in_use",
+                "Sandbox instance slots taken (running, warm, tearing down).",
+                self.inner.runtime.slots_in_use() as f64,
+            ),
+        ])
+    }
+
+    /// Triton's model configuration of `name` at `version`.
+    ///
+    /// # Errors
+    /// [`ServeError::NotFound`] when it does not exist.
+    pub fn model_config(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        version: &str,
+    ) -> Result<conduit_proto::inference::ModelConfig, ServeError> {
+        let m = self.resolve(tenant, name, version)?;
+        let (max_batch, delay_us) = match m.kind {
+            Kind::Model => {
+                let c = self
+                    .inner
+                    .backends
+                    .config(&m.name, &m.executor)
+                    .map_err(|e| ServeError::Internal(e.to_string()))?;
+                (
+                    c.batching.max_batch_size,
+                    c.batching.max_queue_delay.as_micros() as u64,
+                )
+            }
+            _ => (0, 0),
+        };
+        Ok(wire::model_config(&m, max_batch, delay_us))
+    }
+
+    /// The loaded executor of a model, if loaded (for statistics).
+    pub fn loaded_executor(&self, digest: &Digest) -> Option<Executor> {
+        self.inner.models.get(digest)
+    }
+}
+
+/// The host form of a stored signature.
+///
+/// # Errors
+/// [`ServeError::Internal`] for a datatype this host does not know.
+pub fn host_signature(s: &conduit_registry::Signature) -> Result<Signature, ServeError> {
+    let spec = |t: &conduit_registry::TensorSpec| -> Result<TensorSpec, ServeError> {
+        Ok(TensorSpec {
+            name: t.name.clone(),
+            dtype: t.datatype.parse::<DataType>().map_err(|_| {
+                ServeError::Internal(format!("stored datatype `{}` is unknown", t.datatype))
+            })?,
+            shape: t.shape.clone(),
+        })
+    };
+    Ok(Signature {
+        inputs: s.inputs.iter().map(spec).collect::<Result<_, _>>()?,
+        outputs: s.outputs.iter().map(spec).collect::<Result<_, _>>()?,
+    })
+}
+
+fn list(specs: &[TensorSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| format!("`{}`", s.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks request tensors against a signature: every input present once,
+/// none unknown, datatypes equal, ranks equal, fixed dimensions equal.
+fn check_request(
+    model: &str,
+    signature: &Signature,
+    inputs: &NamedTensors,
+) -> Result<(), ServeError> {
+    let mut seen = HashSet::new();
+    for (name, tensor) in inputs {
+        if !seen.insert(name.as_str()) {
+            return Err(ServeError::InvalidInput(format!(
+                "input `{name}` is given twice"
+            )));
+        }
+        let Some(spec) = signature.inputs.iter().find(|s| &s.name == name) else {
+            return Err(ServeError::InvalidInput(format!(
+                "model `{model}` has no input `{name}`; its inputs are {}",
+                list(&signature.inputs)
+            )));
+        };
+        if tensor.dtype() != spec.dtype {
+            return Err(ServeError::InvalidInput(format!(
+                "input `{name}` of model `{model}` must be {}, got {}",
+                spec.dtype,
+                tensor.dtype()
+            )));
+        }
+        let fits = tensor.shape().len() == spec.shape.len()
+            && tensor
+                .shape()
+                .iter()
+                .zip(&spec.shape)
+                .all(|(&got, &want)| want < 0 || got == want);
+        if !fits {
+            return Err(ServeError::InvalidInput(format!(
+                "input `{name}` of model `{model}` has shape {:?}, expected {:?} (-1: any)",
+                tensor.shape(),
+                spec.shape
+            )));
+        }
+    }
+    if let Some(missing) = signature
+        .inputs
+        .iter()
+        .find(|s| !seen.contains(s.name.as_str()))
+    {
+        return Err(ServeError::InvalidInput(format!(
+            "model `{model}` needs input `{}` ({} {:?}), which the request lacks",
+            missing.name, missing.dtype, missing.shape
+        )));
+    }
+    Ok(())
+}
+
+/// The outputs in signature order, only those requested (all when none are).
+fn select_outputs(
+    model: &str,
+    signature: &Signature,
+    mut outputs: NamedTensors,
+    wanted: &[String],
+) -> Result<NamedTensors, ServeError> {
+    let mut selected = Vec::with_capacity(signature.outputs.len());
+    for spec in &signature.outputs {
+        if !wanted.is_empty() && !wanted.contains(&spec.name) {
+            continue;
+        }
+        let Some(i) = outputs.iter().position(|(n, _)| n == &spec.name) else {
+            return Err(ServeError::Internal(format!(
+                "model `{model}` returned no output `{}`, which its signature declares",
+                spec.name
+            )));
+        };
+        selected.push(outputs.swap_remove(i));
+    }
+    Ok(selected)
+}
+
+/// A KServe parameter as a WIT parameter.
+pub fn param(name: impl Into<String>, value: ParamValue) -> Param {
+    Param {
+        name: name.into(),
+        value,
+    }
+}

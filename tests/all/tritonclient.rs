@@ -1,0 +1,130 @@
+//! Conduit through NVIDIA's own clients: a real `conduit dev`, the paraphrase
+//! pipeline pushed with the real CLI, then `tests/python/test_tritonclient.py`
+//! drives it with `tritonclient` from PyPI (gRPC and HTTP; `make clients`).
+
+use crate::cli_registry::Server;
+use crate::common::*;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// The server's request limit; the script sends twice as much.
+const MAX_REQUEST_BYTES: &str = "1000000";
+
+/// A client run of `conduit` against `server` with `key`; panics unless it succeeds.
+#[track_caller]
+fn conduit(server: &Server, key: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_conduit"))
+        .args(args)
+        .env("CONDUIT_REGISTRY", &server.url)
+        .env("CONDUIT_API_KEY", key)
+        .env_remove("CONDUIT_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running conduit");
+    assert!(out.status.success(), "conduit {args:?}\n{}", show(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `http://127.0.0.1:port` as `127.0.0.1:port`, the form tritonclient wants.
+fn host_port(url: &str) -> &str {
+    url.strip_prefix("http://").unwrap_or(url)
+}
+
+#[track_caller]
+fn existing(root: &Path, relative: &str, make: &str) -> String {
+    let path = root.join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make {make}`",
+        path.display()
+    );
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn tritonclient_grpc_and_http_against_conduit_dev() {
+    let root = workspace_root();
+    let python = existing(&root, ".venv/bin/python", "clients");
+    let imports = Command::new(&python)
+        .args(["-c", "import tritonclient.grpc, tritonclient.http"])
+        .output()
+        .expect("running python");
+    assert!(
+        imports.status.success(),
+        "tritonclient is not installed in .venv: run `make clients`\n{}",
+        show(&imports)
+    );
+    let model = existing(&root, "testdata/minilm/model.onnx", "onnx-model");
+    let reference = existing(&root, "testdata/minilm_reference.json", "minilm-reference");
+    let sentences = existing(
+        &root,
+        "tests/data/minilm_sentences.json",
+        "minilm-reference",
+    );
+    let pipeline = root.join("examples/pipelines/paraphrase.toml");
+    let pipeline = pipeline.to_str().unwrap();
+    let script = root.join("tests/python/test_tritonclient.py");
+
+    let dir = TempDir::new("conduit-tritonclient");
+    let server = Server::start_with(
+        "dev",
+        &dir.path().join(".conduit"),
+        true,
+        &["--max-request-bytes", MAX_REQUEST_BYTES],
+    );
+    let key = server.key.clone().unwrap();
+    let tokenizer = component_path("bert-tokenizer");
+    let post = component_path("embedding-post");
+    for (kind, file, name) in [
+        ("component", tokenizer.to_str().unwrap(), "tokenizer"),
+        ("component", post.to_str().unwrap(), "embedding-post"),
+        ("model", &model, "minilm"),
+        ("pipeline", pipeline, "paraphrase"),
+    ] {
+        let out = conduit(
+            &server,
+            &key,
+            &["push", kind, file, "--name", name, "--version", "1.0.0"],
+        );
+        assert!(out.contains(&format!("pushed {name}@1.0.0")), "{out}");
+    }
+    let out = conduit(&server, &key, &["tenant", "create", "other"]);
+    let other = out
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("cdk_"))
+        .unwrap_or_else(|| panic!("no key in:\n{out}"))
+        .to_string();
+
+    let run = Command::new(&python)
+        .arg(&script)
+        .args(["--grpc", host_port(&server.url)])
+        .args(["--http", host_port(&server.http_url)])
+        .args(["--key", &key, "--other-key", &other])
+        .args(["--reference", &reference, "--sentences", &sentences])
+        .args(["--max-request-bytes", MAX_REQUEST_BYTES])
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running the tritonclient suite");
+    assert!(
+        run.status.success(),
+        "tests/python/test_tritonclient.py failed\n{}\nserver stderr:\n{}",
+        show(&run),
+        server.stderr()
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("checks passed"), "{stdout}");
+
+    let (status, _) = server.terminate();
+    assert!(status.success(), "{status:?}");
+}
