@@ -150,9 +150,13 @@ pub async fn serve(args: ServeArgs, dev: bool) -> Result<()> {
         .add_service(RegistryService::new(registry).into_server())
         .add_service(InferenceService::new(serving.clone()).into_server())
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             stopped(stop_rx.clone()),
         );
+    // Small requests and answers go out at once (no Nagle delay).
+    let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let rest = axum::serve(http, conduit_host::serving::http::router(serving))
         .with_graceful_shutdown(stopped(stop_rx));
     let signal = async move {

@@ -92,7 +92,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(RegistryService::new(registry).into_server())
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await

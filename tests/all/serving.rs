@@ -76,7 +76,7 @@ impl Plane {
             .add_service(RegistryService::new(registry.clone()).into_server())
             .add_service(InferenceService::new(serving.clone()).into_server())
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async {
                     let _ = rx.await;
                 },
