@@ -6,7 +6,9 @@
 //! 3. 1 MiB and 16 MiB tensors through a component: routed (handle) vs copied,
 //! 4. registration: push → first response, and a load from the compiled cache,
 //! 5. model executors on all-MiniLM-L6-v2: throughput per backend and batch,
-//!    the executor queue vs the backend called directly, batching's gain.
+//!    the executor queue vs the backend called directly, batching's gain,
+//! 6. serving over KServe v2 gRPC: closed-loop load on a pipeline and a
+//!    model, and the data plane's overhead per request on a tiny model.
 //!
 //! Run with `make bench` (or `cargo run --release -p conduit-bench -- --components DIR`).
 //! `--quick` measures for less time; `--smoke` only checks every scenario
@@ -15,6 +17,7 @@
 mod harness;
 mod models;
 mod registration;
+mod serving;
 
 use anyhow::{Context, Result, bail};
 use conduit_host::{
@@ -37,6 +40,7 @@ fn main() -> Result<()> {
     let mut quick = false;
     let mut smoke = false;
     let mut overhead_only = false;
+    let mut serving_only = false;
     let mut model = PathBuf::from("testdata/minilm/model.onnx");
     let mut engine = conduit_host::EngineConfig::default();
     while let Some(a) = args.next() {
@@ -51,6 +55,7 @@ fn main() -> Result<()> {
             "--quick" => quick = true,
             "--smoke" => smoke = true,
             "--overhead-only" => overhead_only = true,
+            "--serving-only" => serving_only = true,
             "--keep-resident" => {
                 engine.memory_keep_resident = args
                     .next()
@@ -58,7 +63,7 @@ fn main() -> Result<()> {
                     .parse()?
             }
             other => bail!(
-                "unknown argument `{other}` (use --components DIR [--model FILE.onnx] [--quick | --smoke] [--overhead-only] [--keep-resident BYTES])"
+                "unknown argument `{other}` (use --components DIR [--model FILE.onnx] [--quick | --smoke] [--overhead-only | --serving-only] [--keep-resident BYTES])"
             ),
         }
     }
@@ -84,6 +89,9 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if serving_only {
+        return rt.block_on(serving::run(&dir, &model, budget, smoke));
+    }
     rt.block_on(run(dir, model, budget, engine, overhead_only, smoke))
 }
 
@@ -337,7 +345,8 @@ async fn run(
         );
     }
     registration_table(&dir, budget).await?;
-    models::run(&model, budget, smoke).await
+    models::run(&model, budget, smoke).await?;
+    serving::run(&dir, &model, budget, smoke).await
 }
 
 /// 4. Registration, measured `n` times on fresh data directories.

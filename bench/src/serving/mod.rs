@@ -1,0 +1,203 @@
+//! Serving (KServe v2 gRPC): the data plane measured the way a client sees
+//! it, over real gRPC on loopback against an in-process server (registry +
+//! `inference.GRPCInferenceService` on one tonic server, its own
+//! multi-threaded tokio runtime; clients on the bench's runtime).
+//!
+//! 1. Closed-loop load at concurrency 1 and 8 (N clients, one connection
+//!    each, sending `ModelInfer` back to back) against the `paraphrase`
+//!    pipeline and against the bare `minilm` model given the tokenizer's
+//!    outputs for the same pair: requests/s, p50 and p99.
+//! 2. Server-side overhead per request on a tiny model (`add.onnx`, one row):
+//!    the executor called directly, `Serving::infer` in-process, and the
+//!    gRPC round trip, at concurrency 1.
+//!
+//! Every scenario first checks one answer (the pair scores > 0.5, responses
+//! carry `conduit.digest`); `--smoke` sends only a few requests each.
+
+mod load;
+mod overhead;
+mod server;
+
+use crate::PAIR;
+use crate::harness::Budget;
+use anyhow::{Context, Result, ensure};
+use conduit_host::{CallContext, NamedTensors, Param, ParamValue, Tensor};
+use conduit_registry::{ExecutorHints, Kind, RegistryClient};
+use load::{Window, closed_loop};
+use server::{Server, check_digest, f32s, infer, output, push_file, read, request};
+use std::path::Path;
+use std::time::Duration;
+
+/// The pipeline pushed as `paraphrase@1.0.0`.
+const PIPELINE: &str = include_str!("../../../examples/pipelines/paraphrase.toml");
+/// The tiny model of the overhead measurement.
+const ADD_MODEL: &str = "testdata/fixtures/add.onnx";
+/// The tokenizer outputs MiniLM takes.
+const ENCODER_INPUTS: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
+
+/// Runs the serving tables.
+pub async fn run(dir: &Path, model: &Path, budget: Budget, smoke: bool) -> Result<()> {
+    let scratch =
+        std::env::temp_dir().join(format!("conduit-bench-serving-{}", std::process::id()));
+    let server = Server::start(scratch).await?;
+    let result = scenarios(&server, dir, model, budget, smoke).await;
+    let stopped = server.stop().await;
+    result.and(stopped)
+}
+
+async fn scenarios(
+    server: &Server,
+    dir: &Path,
+    model: &Path,
+    budget: Budget,
+    smoke: bool,
+) -> Result<()> {
+    // Register what the pipeline uses, then the pipeline, then `add`.
+    let registry = RegistryClient::connect(&server.url, &server.key).await?;
+    let tokenizer = read(&dir.join("bert_tokenizer.wasm"))?;
+    let post = read(&dir.join("embedding_post.wasm"))?;
+    let minilm = read(model).context("run `make onnx-model`")?;
+    let add = read(Path::new(ADD_MODEL)).context("run `make fixtures`")?;
+    let onnx = |backend: &str, max_batch_size: u32| ExecutorHints {
+        format: "onnx".into(),
+        backend: backend.into(),
+        max_batch_size,
+        ..ExecutorHints::default()
+    };
+    push_file(
+        &registry,
+        Kind::Component,
+        "tokenizer",
+        &tokenizer,
+        ExecutorHints::default(),
+    )
+    .await?;
+    push_file(
+        &registry,
+        Kind::Component,
+        "embedding-post",
+        &post,
+        ExecutorHints::default(),
+    )
+    .await?;
+    push_file(&registry, Kind::Model, "minilm", &minilm, onnx("", 0)).await?;
+    push_file(
+        &registry,
+        Kind::Pipeline,
+        "paraphrase",
+        PIPELINE.as_bytes(),
+        ExecutorHints::default(),
+    )
+    .await?;
+    // One row, no batching: no batch-fill wait in the numbers.
+    let add_hints = onnx("ort", 1);
+    push_file(&registry, Kind::Model, "add", &add, add_hints.clone()).await?;
+
+    // The requests, and one checked answer each (this also loads them).
+    let text = Tensor::from_byte_strings(vec![2, 1], PAIR)?;
+    let pipeline_request = request("paraphrase", &vec![("text".to_string(), text.clone())]);
+    let tokenizer_component = server.components.load(&tokenizer).await?;
+    let tokens = server
+        .components
+        .process(
+            &tokenizer_component,
+            vec![("text".into(), text)],
+            &[Param {
+                name: "max_length".into(),
+                value: ParamValue::Int64(128),
+            }],
+            &CallContext::new("bench"),
+        )
+        .await?;
+    let tokens: NamedTensors = tokens
+        .into_iter()
+        .filter(|(name, _)| ENCODER_INPUTS.contains(&name.as_str()))
+        .collect();
+    ensure!(
+        tokens.len() == ENCODER_INPUTS.len(),
+        "the tokenizer returned {:?}",
+        tokens.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    let seq = tokens[0].1.shape().get(1).copied().unwrap_or(0);
+    let minilm_request = request("minilm", &tokens);
+
+    let mut client = server.client().await?;
+    let answer = infer(&mut client, &server.authorization, pipeline_request.clone()).await?;
+    check_digest(&answer)?;
+    let (_, similarity) = output(&answer, "similarity")?;
+    let similarity = f32s(similarity);
+    ensure!(
+        similarity.first().is_some_and(|&s| s > 0.5),
+        "paraphrase pair scored {similarity:?}, expected > 0.5"
+    );
+    ensure!(
+        answer
+            .parameters
+            .keys()
+            .filter(|k| k.starts_with("conduit.step."))
+            .count()
+            == 3,
+        "pipeline response lacks a `conduit.step.*` parameter per step: {:?}",
+        answer.parameters.keys().collect::<Vec<_>>()
+    );
+    let answer = infer(&mut client, &server.authorization, minilm_request.clone()).await?;
+    check_digest(&answer)?;
+    let (shape, _) = output(&answer, "last_hidden_state")?;
+    ensure!(
+        shape == [2, seq, 384],
+        "minilm last_hidden_state has shape {shape:?}, expected [2, {seq}, 384]"
+    );
+
+    let window = if smoke {
+        Window {
+            warmup: Duration::ZERO,
+            measure: Duration::from_secs(10),
+            max_per_client: 2,
+        }
+    } else {
+        // Long enough for many requests at concurrency 8 (~1 s each on
+        // 2 cores): 10 s after 2 s of warm-up, or 3 s after 1 s (`--quick`).
+        Window {
+            warmup: (budget.warmup * 4).max(Duration::from_secs(1)),
+            measure: (budget.measure * 5).max(Duration::from_secs(3)),
+            max_per_client: usize::MAX,
+        }
+    };
+    println!();
+    let length = if smoke {
+        format!("{} requests per client", window.max_per_client)
+    } else {
+        format!("{:.1} s each", window.measure.as_secs_f64())
+    };
+    println!(
+        "| KServe v2 gRPC, loopback, closed loop ({length}) | clients | requests/s | p50 (ms) | p99 (ms) | requests |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let loads = [
+        (
+            "pipeline `paraphrase`, the pair as text [2, 1]",
+            &pipeline_request,
+        ),
+        ("model `minilm`, the pair tokenized", &minilm_request),
+    ];
+    // Pipeline and model back to back at each concurrency: the machine's
+    // state drifts less between the two rows compared.
+    for clients in [1, 8] {
+        for (label, request) in loads {
+            let load = closed_loop(server, request, clients, window).await?;
+            println!(
+                "| {label} | {clients} | {:.1} | {:.1} | {:.1} | {} |",
+                load.per_second,
+                load.p50.as_secs_f64() * 1e3,
+                load.p99.as_secs_f64() * 1e3,
+                load.requests
+            );
+        }
+    }
+    println!(
+        "(the pair's similarity: {:.3}; `minilm` inputs: [2, {seq}] INT64 each; executor hints: defaults)",
+        similarity[0]
+    );
+
+    overhead::overhead(server, &mut client, &add, &add_hints, budget, smoke).await
+}
