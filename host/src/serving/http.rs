@@ -97,7 +97,18 @@ impl From<ServeError> for HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+        let too_large = self.status == StatusCode::PAYLOAD_TOO_LARGE;
+        let mut response =
+            (self.status, axum::Json(json!({ "error": self.message }))).into_response();
+        if too_large {
+            // The rest of the body is never read, so this connection cannot
+            // carry another request: say so, or a client's pool reuses it.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 
