@@ -13,8 +13,12 @@
 //! Run with `make bench` (or `cargo run --release -p conduit-bench -- --components DIR`).
 //! `--quick` measures for less time; `--smoke` only checks every scenario
 //! runs (used by `make test`, numbers meaningless).
+//!
+//! `conduit-bench load …` is a separate tool: a KServe v2 load generator
+//! for any server (see the `loadgen` module and bench/README.md).
 
 mod harness;
+mod loadgen;
 mod models;
 mod registration;
 mod serving;
@@ -35,6 +39,9 @@ const PAIR: [&str; 2] = [
 ];
 
 fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("load") {
+        return loadgen::main(std::env::args().skip(2));
+    }
     let mut args = std::env::args().skip(1);
     let mut dir = PathBuf::from("target/wasm32-wasip2/release");
     let mut quick = false;

@@ -16,7 +16,7 @@
 
 mod load;
 mod overhead;
-mod server;
+pub(crate) mod server;
 
 use crate::PAIR;
 use crate::harness::Budget;

@@ -32,12 +32,12 @@ impl Drop for OwnRuntime {
 }
 
 /// The in-process server: its runtime, address, key and data plane.
-pub(super) struct Server {
+pub(crate) struct Server {
     runtime: OwnRuntime,
-    pub(super) url: String,
-    pub(super) key: String,
+    pub(crate) url: String,
+    pub(crate) key: String,
     pub(super) authorization: MetadataValue<Ascii>,
-    pub(super) serving: Serving,
+    pub(crate) serving: Serving,
     pub(super) tenant: Tenant,
     pub(super) components: Runtime,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -48,7 +48,7 @@ pub(super) struct Server {
 impl Server {
     /// Opens a registry in `scratch` and serves it with the data plane on
     /// `127.0.0.1:0`.
-    pub(super) async fn start(scratch: PathBuf) -> Result<Self> {
+    pub(crate) async fn start(scratch: PathBuf) -> Result<Self> {
         let _ = std::fs::remove_dir_all(&scratch);
         let runtime = OwnRuntime(Some(
             tokio::runtime::Builder::new_multi_thread()
@@ -117,7 +117,7 @@ impl Server {
     }
 
     /// Runs `future` on the server's runtime (as the gRPC handlers run).
-    pub(super) async fn on_server<T: Send + 'static>(
+    pub(crate) async fn on_server<T: Send + 'static>(
         &self,
         future: impl std::future::Future<Output = T> + Send + 'static,
     ) -> Result<T> {
@@ -130,7 +130,7 @@ impl Server {
         Ok(GrpcInferenceServiceClient::new(channel))
     }
 
-    pub(super) async fn stop(mut self) -> Result<()> {
+    pub(crate) async fn stop(mut self) -> Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -225,7 +225,7 @@ pub(super) fn check_digest(response: &ModelInferResponse) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn push_file(
+pub(crate) async fn push_file(
     client: &RegistryClient,
     kind: Kind,
     name: &str,
@@ -240,6 +240,6 @@ pub(super) async fn push_file(
     Ok(())
 }
 
-pub(super) fn read(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
