@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Plots of the peer suite (bench/suite.py): throughput.png and latency_cdf.png.
+
+    bench/peers/.venv/bin/python bench/plot.py [--out DIR] [--suite DIR/suite.json] [--cdf-concurrency 4]
+
+throughput.png: correct answers per second against closed-loop concurrency, one line per
+server. latency_cdf.png: the latency CDF at one concurrency (default 4) per server, from the
+load generator's `cdf` points (the latency at every percentile, then 99.5 ... 100 %), on a
+log latency axis. DIR defaults to bench/peers/.logs/suite, as for suite.py.
+"""
+import argparse
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ORDER = ("conduit", "pytriton", "ray")
+LABEL = {"conduit": "Conduit", "pytriton": "PyTriton", "ray": "Ray Serve"}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.path.join(HERE, "peers", ".logs", "suite"))
+    ap.add_argument("--suite", help="default: OUT/suite.json")
+    ap.add_argument("--cdf-concurrency", type=int, default=4)
+    args = ap.parse_args()
+    path = args.suite or os.path.join(args.out, "suite.json")
+    with open(path) as f:
+        doc = json.load(f)
+    runs = [r for r in doc["runs"] if r.get("load")]
+    servers = [s for s in ORDER if any(r["server"] == s for r in runs)]
+    servers += sorted({r["server"] for r in runs} - set(servers))
+    if not servers:
+        print(f"{path}: no run with results", file=sys.stderr)
+        return 1
+    title = (f"paraphrase, KServe v2 gRPC, closed loop, {doc['warmup_s']:g} s warm-up + "
+             f"{doc['duration_s']:g} s, {doc.get('cpus', '?')} CPUs")
+    os.makedirs(args.out, exist_ok=True)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for s in servers:
+        pts = sorted((r["concurrency"], r["load"]["throughput_rps"]) for r in runs if r["server"] == s)
+        ax.plot([c for c, _ in pts], [t for _, t in pts], marker="o", label=LABEL.get(s, s))
+    levels = sorted({r["concurrency"] for r in runs})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(levels)
+    ax.set_xticklabels([str(c) for c in levels])
+    ax.set_xlabel("concurrency (clients)")
+    ax.set_ylabel("correct answers / s")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tp = os.path.join(args.out, "throughput.png")
+    fig.savefig(tp, dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = 0
+    for s in servers:
+        run = next((r for r in runs if r["server"] == s and r["concurrency"] == args.cdf_concurrency), None)
+        if run is None or not run["load"].get("cdf"):
+            continue
+        pts = [(p["latency_us"] / 1000, p["q"] * 100) for p in run["load"]["cdf"] if p["latency_us"] is not None]
+        ax.plot([x for x, _ in pts], [y for _, y in pts], label=LABEL.get(s, s))
+        drawn += 1
+    ax.set_xscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("percentile (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"latency CDF at concurrency {args.cdf_concurrency}; {title}", fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    if drawn:
+        ax.legend()
+    fig.tight_layout()
+    cdf = os.path.join(args.out, "latency_cdf.png")
+    fig.savefig(cdf, dpi=120)
+    plt.close(fig)
+    print(f"wrote {tp} and {cdf}" + ("" if drawn else f" (no run at concurrency {args.cdf_concurrency})"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
