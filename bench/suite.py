@@ -63,8 +63,9 @@ class Conduit:
 
     kind = "conduit"
 
-    def __init__(self, log_dir, binary, wasm_dir, model):
+    def __init__(self, log_dir, binary, wasm_dir, model, max_batch=None):
         self.binary, self.wasm_dir, self.model = binary, wasm_dir, model
+        self.max_batch = max_batch
         self.log_path = os.path.join(log_dir, "conduit.log")
         self.proc = None
         self.tmp = None
@@ -114,7 +115,8 @@ class Conduit:
         env.update(CONDUIT_REGISTRY=f"http://{self.grpc}", CONDUIT_API_KEY=self.key)
         for args in (
             ["component", os.path.join(self.wasm_dir, "bert_tokenizer.wasm"), "--name", "tokenizer"],
-            ["model", self.model, "--name", "minilm"],
+            ["model", self.model, "--name", "minilm",
+             *(["--max-batch", str(self.max_batch)] if self.max_batch else [])],
             ["component", os.path.join(self.wasm_dir, "embedding_post.wasm"), "--name", "embedding-post"],
             ["pipeline", os.path.join(ROOT, "examples/pipelines/paraphrase.toml"), "--name", "paraphrase"],
         ):
@@ -167,7 +169,7 @@ class Conduit:
 
 def make_server(kind, args):
     if kind == "conduit":
-        return Conduit(args.out, args.conduit, args.wasm_dir, args.model)
+        return Conduit(args.out, args.conduit, args.wasm_dir, args.model, args.conduit_max_batch)
     return smoke.Server(kind, args.out)
 
 
@@ -258,6 +260,8 @@ def main() -> int:
     ap.add_argument("--bench", default=os.path.join(ROOT, "target/release/conduit-bench"))
     ap.add_argument("--wasm-dir", default=os.path.join(ROOT, "target/wasm32-wasip2/release"))
     ap.add_argument("--model", default=os.path.join(ROOT, "testdata/minilm/model.onnx"))
+    ap.add_argument("--conduit-max-batch", type=int, default=None,
+                    help="push minilm with --max-batch N (rows; default: the executor's 8)")
     args = ap.parse_args()
     if args.concurrency is None:
         args.concurrency = "1,4" if args.quick else "1,4,16"
