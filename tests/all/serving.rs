@@ -598,7 +598,7 @@ async fn the_pipeline_serves_what_its_steps_compute() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_limits_and_bad_requests() {
-    let limits = "[tenants.tight]\nmax_concurrent_requests = 1\nsandbox_deadline_ms = 300\n";
+    let limits = "[tenants.tight]\nmax_concurrent_requests = 1\nsandbox_deadline_ms = 2000\n";
     let plane = Plane::start(limits).await;
     let admin = plane.registry_client(&plane.key).await;
     let tight_key = admin
@@ -633,7 +633,21 @@ async fn tenants_limits_and_bad_requests() {
         let r = call("loop");
         async move { infer(&mut c1, &key1, r).await }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Wait until it is in flight (not a fixed sleep: CI machines are slow).
+    let started = std::time::Instant::now();
+    while plane
+        .serving
+        .metrics()
+        .models("tight", "adversary")
+        .first()
+        .is_none_or(|(_, c)| c.pending == 0)
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the looping call never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     expect_code(
         infer(&mut client, &tight_key, call("none")).await,
         Code::ResourceExhausted,
