@@ -480,24 +480,24 @@ impl Serving {
                 })?;
         let signature = host_signature(&manifest.signature)?;
         let bytes = self.blob(tenant, manifest.digest).await?;
-        let started = Instant::now();
-        let executor = self
-            .inner
+        let key = ModelKey {
+            tenant: tenant.name.clone(),
+            model: manifest.name.clone(),
+            version: manifest.version.clone(),
+        };
+        let this = self.clone();
+        // Counted inside the load: a request that waited for another's load
+        // of the same model loaded nothing.
+        self.inner
             .models
             .get_or_load(manifest.digest, manifest.size, move || {
-                Executor::start(backend, &bytes, signature, config)
+                let started = Instant::now();
+                let executor = Executor::start(backend, &bytes, signature, config)?;
+                this.inner.metrics.model_loaded(&key, started.elapsed());
+                Ok(executor)
             })
             .await
-            .map_err(|error| ServeError::Model { context, error })?;
-        self.inner.metrics.model_loaded(
-            &ModelKey {
-                tenant: tenant.name.clone(),
-                model: manifest.name.clone(),
-                version: manifest.version.clone(),
-            },
-            started.elapsed(),
-        );
-        Ok(executor)
+            .map_err(|error| ServeError::Model { context, error })
     }
 
     /// The loaded component of a manifest.
