@@ -36,6 +36,9 @@ demo: components build onnx-model
 test: components reference fixtures minilm-reference sidecar clients
 	$(CARGO) test --release --features "$(FEATURES)" $(NATIVE_TESTS)
 	$(CARGO) run --release -q -p conduit-bench --features conduit-bench/tract -- --components $(WASM_DIR) --smoke > /dev/null
+	# The suite's in-process baselines: WASM steps must equal native ones, the model must score the pair.
+	$(CARGO) run --release -q -p conduit-bench --features conduit-bench/tract -- baseline --batch 2 \
+	    --warmup-s 0.1 --duration-s 0.2 --steps-s 0.05 --components $(WASM_DIR) > /dev/null
 
 lint: model
 	$(CARGO) fmt --all -- --check
@@ -43,6 +46,18 @@ lint: model
 
 bench: components build minilm-reference
 	$(CARGO) run --release -p conduit-bench --features conduit-bench/tract -- --components $(WASM_DIR)
+
+## The benchmark suite (bench/suite.py): Conduit against PyTriton, Ray Serve and in-process
+## ONNX Runtime (P1-P5), then its plots. Installs the peers into bench/peers/.venv first.
+## About 15 minutes; `make bench-suite SUITE_ARGS=--quick` about 3.
+SUITE_OUT  ?= bench/peers/.logs/suite
+SUITE_ARGS ?=
+.PHONY: bench-suite
+bench-suite: components build onnx-model minilm-reference
+	bash bench/peers/setup.sh
+	$(CARGO) build --release -p conduit-bench --features conduit-bench/tract
+	bench/peers/.venv/bin/python bench/suite.py --out $(SUITE_OUT) $(SUITE_ARGS)
+	bench/peers/.venv/bin/python bench/plot.py --out $(SUITE_OUT)
 
 build:
 	$(CARGO) build --release -p conduit

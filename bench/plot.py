@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Plots of the peer suite (bench/suite.py): throughput.png and latency_cdf.png.
+"""Plots of the benchmark suite (bench/suite.py): throughput.png, latency_cdf.png, p4_push.png.
 
     bench/peers/.venv/bin/python bench/plot.py [--out DIR] [--suite DIR/suite.json] [--cdf-concurrency 4]
 
-throughput.png: correct answers per second against closed-loop concurrency, one line per
-server. latency_cdf.png: the latency CDF at one concurrency (default 4) per server, from the
-load generator's `cdf` points (the latency at every percentile, then 99.5 ... 100 %), on a
-log latency axis. DIR defaults to bench/peers/.logs/suite, as for suite.py.
+throughput.png: P2, correct answers per second against closed-loop concurrency, one line per
+server (the median over the suite's rounds). latency_cdf.png: P2's latency CDF at one
+concurrency (default 4) per server, from the load generator's `cdf` points (the latency at
+every percentile, then 99.5 ... 100 %) of the round nearest the median, on a log latency
+axis. p4_push.png: P4, each request's latency against its send time, with the push →
+first response interval shaded. DIR defaults to bench/peers/.logs/suite, as for suite.py.
 """
 import argparse
 import json
@@ -33,21 +35,21 @@ def main() -> int:
     path = args.suite or os.path.join(args.out, "suite.json")
     with open(path) as f:
         doc = json.load(f)
-    runs = [r for r in doc["runs"] if r.get("load")]
-    servers = [s for s in ORDER if any(r["server"] == s for r in runs)]
-    servers += sorted({r["server"] for r in runs} - set(servers))
+    points = [p for p in doc.get("p2") or [] if p.get("throughput_rps")]
+    servers = [s for s in ORDER if any(p["server"] == s for p in points)]
+    servers += sorted({p["server"] for p in points} - set(servers))
     if not servers:
-        print(f"{path}: no run with results", file=sys.stderr)
+        print(f"{path}: no P2 point with results", file=sys.stderr)
         return 1
     title = (f"paraphrase, KServe v2 gRPC, closed loop, {doc['warmup_s']:g} s warm-up + "
-             f"{doc['duration_s']:g} s, {doc.get('cpus', '?')} CPUs")
+             f"{doc['duration_s']:g} s, median of {doc['rounds']} round(s), {doc.get('cpus', '?')} CPUs")
     os.makedirs(args.out, exist_ok=True)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for s in servers:
-        pts = sorted((r["concurrency"], r["load"]["throughput_rps"]) for r in runs if r["server"] == s)
+        pts = sorted((p["concurrency"], p["throughput_rps"]) for p in points if p["server"] == s)
         ax.plot([c for c, _ in pts], [t for _, t in pts], marker="o", label=LABEL.get(s, s))
-    levels = sorted({r["concurrency"] for r in runs})
+    levels = sorted({p["concurrency"] for p in points})
     ax.set_xscale("log", base=2)
     ax.set_xticks(levels)
     ax.set_xticklabels([str(c) for c in levels])
@@ -65,10 +67,10 @@ def main() -> int:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = 0
     for s in servers:
-        run = next((r for r in runs if r["server"] == s and r["concurrency"] == args.cdf_concurrency), None)
-        if run is None or not run["load"].get("cdf"):
+        point = next((p for p in points if p["server"] == s and p["concurrency"] == args.cdf_concurrency), None)
+        if point is None or not point.get("cdf"):
             continue
-        pts = [(p["latency_us"] / 1000, p["q"] * 100) for p in run["load"]["cdf"] if p["latency_us"] is not None]
+        pts = [(p["latency_us"] / 1000, p["q"] * 100) for p in point["cdf"] if p["latency_us"] is not None]
         ax.plot([x for x, _ in pts], [y for _, y in pts], label=LABEL.get(s, s))
         drawn += 1
     ax.set_xscale("log")
@@ -87,7 +89,28 @@ def main() -> int:
     cdf = os.path.join(args.out, "latency_cdf.png")
     fig.savefig(cdf, dpi=120)
     plt.close(fig)
-    print(f"wrote {tp} and {cdf}" + ("" if drawn else f" (no run at concurrency {args.cdf_concurrency})"))
+    wrote = [tp, cdf]
+    p4 = doc.get("p4") or {}
+    timeline = ((p4.get("run") or {}).get("load") or {}).get("timeline")
+    if timeline and "push_from_ms" in p4:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ok = [(t / 1000, lat) for t, lat, good in timeline if good]
+        ax.scatter([t for t, _ in ok], [lat for _, lat in ok], s=6, label="paraphrase requests")
+        ax.axvspan(p4["push_from_ms"] / 1000, p4["push_to_ms"] / 1000, color="tab:orange", alpha=0.3,
+                   label=f"push → first response ({p4['push_to_first_response_s'] * 1e3:.0f} ms)")
+        ax.set_xlabel("send time (s into the window)")
+        ax.set_ylabel("latency (ms)")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"P4: a new embedding-post version pushed while serving {p4['rate_rps']:.1f} req/s "
+                     "(half of saturation, Poisson)", fontsize=8)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        push = os.path.join(args.out, "p4_push.png")
+        fig.savefig(push, dpi=120)
+        plt.close(fig)
+        wrote.append(push)
+    print(f"wrote {', '.join(wrote)}" + ("" if drawn else f" (no run at concurrency {args.cdf_concurrency})"))
     return 0
 
 

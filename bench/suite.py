@@ -1,37 +1,60 @@
 #!/usr/bin/env python3
-"""The peer suite: Conduit against PyTriton and Ray Serve, one load generator, one table.
+"""The benchmark suite: Conduit against its peers and the in-process limits, one run, one report.
 
-    bash bench/peers/setup.sh
-    cargo build --release -p conduit -p conduit-bench      # if target/release lacks them
-    make components                                         # the tokenizer and embedding-post .wasm
-    bench/peers/.venv/bin/python bench/suite.py [--quick] [--out DIR] [--servers conduit,pytriton,ray]
-        [--concurrency 1,4,16] [--warmup-s 2] [--duration-s 10]
+    make bench-suite                      # sets up everything below, then runs the suite and plots
+    make bench-suite SUITE_ARGS=--quick   # the short version (about 3 minutes)
+
+or by hand, once `bash bench/peers/setup.sh`, `make components onnx-model minilm-reference` and
+`cargo build --release -p conduit -p conduit-bench` are done:
+
+    bench/peers/.venv/bin/python bench/suite.py [--quick] [--scenarios p1,p2,p3,p4,p5]
+        [--servers conduit,pytriton,ray] [--rounds 3] [--concurrency 1,4,16]
+        [--warmup-s 2] [--duration-s 10] [--out DIR]
     bench/peers/.venv/bin/python bench/plot.py [--out DIR]
 
-For each server in turn (never two at once): start it in a session of its own (Conduit:
-`conduit dev` on a fresh temporary data directory, then `conduit push` of the tokenizer
-component, the all-MiniLM-L6-v2 model, the embedding-post component and the `paraphrase`
-pipeline, as scripts/demo.sh; PyTriton and Ray Serve: bench/peers/pytriton_server.py and
-ray_server.py, through bench/peers/smoke.py's `Server`), wait until it is ready, run
-`conduit-bench load --protocol grpc --model paraphrase` closed loop at each concurrency
-(every answer checked by the generator), SIGTERM it, wait for it to exit and look for
-processes left behind. Then write DIR/suite.json (settings, the generator's full JSON per
-run, start/stop times, load averages) and print a markdown table with Conduit's throughput
-over each peer's at each concurrency. The issue's goal: >= 1.5x PyTriton and Ray Serve at an
-equal or lower p99.
+The scenarios (goals from the benchmark issue; every ratio is taken within this one run):
 
-Default: 2 s warm-up, 10 s window, concurrency 1, 4, 16. `--quick`: 1 s warm-up, 4 s window,
-concurrency 1 and 4 (about 1 minute in all). DIR defaults to bench/peers/.logs/suite
-(gitignored); server logs go there too. Exits non-zero when a server fails to start, a run
-has errors or fails, or a process is left behind.
+- **P3, steps** (no server): one paraphrase request's tokenizer and post-processing, as WASM
+  components called the way the pipeline calls them vs the same Rust natively
+  (`conduit-bench baseline --what steps`) vs the peers' Python (`bench/peers/inprocess.py`).
+  Goal: WASM ≤ 1.25× native.
+- **P1, overhead** and **P2, pipeline**, in rounds: each round starts each server in turn
+  (never two at once; Conduit: `conduit dev` on a fresh data directory with the tokenizer,
+  MiniLM, embedding-post and the `paraphrase` pipeline pushed, as scripts/demo.sh does;
+  PyTriton and Ray Serve: bench/peers/). For Conduit the round first measures P1: MiniLM
+  through ONNX Runtime in process (`conduit-bench baseline --what model --batch 8`, the
+  executor's batch size) and then the bare `minilm` model through Conduit's gRPC at
+  saturation (closed loop, 16 clients, 2 rows each); the Python onnxruntime loop is measured
+  once per round beside it. Then P2: `paraphrase` closed loop at each concurrency, every
+  answer checked by the load generator (`conduit-bench load`). Medians over the rounds go
+  in the tables. Goals: P1 ≥ 0.97× in-process rows/s; P2 ≥ 1.5× PyTriton and Ray Serve at an
+  equal or lower p99.
+- **P4, registration under load**: Conduit serves `paraphrase` at half its measured
+  saturation throughput (open loop, Poisson); mid-run a new version of embedding-post (new
+  bytes: a custom section with a nonce, so it compiles afresh) and a pipeline version using it
+  are pushed with the CLI and called. Goal: push → first response ≤ 1 s; the report also
+  gives the other traffic's latency during the push against before it.
+- **P5, sharing**: 10 tenants, each with its own paraphrase pipeline. "shared": all push the
+  same MiniLM bytes (one digest, one loaded copy, one batch queue); "copies": each pushes the
+  model with a different ONNX `doc_string` (10 digests, 10 loaded copies). Each arm on a fresh
+  `conduit dev`: resident memory after every tenant's first answer, then throughput with
+  one closed-loop client per tenant, all at once.
+
+DIR (default bench/peers/.logs/suite, gitignored) gets suite.json (every setting and number,
+the generator's full JSON per run), results.md (the tables) and the server logs. The load
+generator's CPU time is recorded per run (it shares the 2 cores with the server). Exits
+non-zero when a server fails to start, a run has errors, or a process is left behind —
+not when a goal is missed: goals are reported.
 """
 import argparse
 import glob
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,7 +68,11 @@ sys.path.insert(0, PEERS)
 import smoke  # noqa: E402  (bench/peers/smoke.py: Server, PORTS, leftover checks)
 
 SERVERS = ("conduit", "pytriton", "ray")
+SCENARIOS = ("p1", "p2", "p3", "p4", "p5")
 CONDUIT_PORTS = {"grpc": 8401, "http": 8400}  # outside Ray's worker range 10002-19999
+PAIR = ["The company Conduit is based in the Bay Area",
+        "Conduit's headquarters are situated in Mountain View"]
+TENANTS = 10
 
 
 def loadavg():
@@ -58,42 +85,84 @@ def port_in_use(port):
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def leb128(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def wasm_variant(src, dst, nonce):
+    """src plus a custom section (`conduit-bench-nonce`): a new digest, the same behaviour."""
+    name = b"conduit-bench-nonce"
+    body = leb128(len(name)) + name + nonce.encode()
+    with open(src, "rb") as f, open(dst, "wb") as g:
+        g.write(f.read() + b"\x00" + leb128(len(body)) + body)
+
+
+def onnx_variant(src, dst, nonce):
+    """src with another ModelProto.doc_string (field 6; the last occurrence wins): a new digest."""
+    text = nonce.encode()
+    with open(src, "rb") as f, open(dst, "wb") as g:
+        g.write(f.read() + b"\x32" + leb128(len(text)) + text)
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, nd=1):
+    return "—" if x is None else f"{x:.{nd}f}"
+
+
 class Conduit:
-    """`conduit dev` on a temporary data directory, with the paraphrase pipeline pushed."""
+    """`conduit dev` on a temporary data directory, driven with the `conduit` CLI."""
 
     kind = "conduit"
 
-    def __init__(self, log_dir, binary, wasm_dir, model, max_batch=None):
-        self.binary, self.wasm_dir, self.model = binary, wasm_dir, model
+    def __init__(self, args, tag="conduit", max_batch=None):
+        self.binary, self.wasm_dir, self.model = args.conduit, args.wasm_dir, args.model
         self.max_batch = max_batch
-        self.log_path = os.path.join(log_dir, "conduit.log")
+        self.log_path = os.path.join(args.out, f"{tag}.log")
         self.proc = None
         self.tmp = None
         self.key = None
         self.grpc = f"127.0.0.1:{CONDUIT_PORTS['grpc']}"
+        self.env = self._env()
 
-    def _env(self):
+    @staticmethod
+    def _env():
         env = dict(os.environ)
         if not env.get("ORT_DYLIB_PATH"):
             found = sorted(glob.glob(os.path.join(
                 ROOT, ".venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*")))
             if not found:
-                raise RuntimeError("ORT_DYLIB_PATH is unset and .venv has no onnxruntime (make setup)")
+                raise RuntimeError("ORT_DYLIB_PATH is unset and .venv has no onnxruntime (make venv)")
             env["ORT_DYLIB_PATH"] = found[0]
         return env
 
     def start(self, timeout):
+        """Starts `conduit dev` and pushes the paraphrase pipeline; returns the seconds taken."""
+        t0 = time.monotonic()
+        self.launch(timeout)
+        self.push_paraphrase(timeout=timeout, max_batch=self.max_batch)
+        self.infer_paraphrase(timeout=timeout)
+        return time.monotonic() - t0
+
+    def launch(self, timeout):
         for port in CONDUIT_PORTS.values():
             if port_in_use(port):
                 raise RuntimeError(f"port {port} is already in use")
         t0 = time.monotonic()
-        env = self._env()
         self.tmp = tempfile.mkdtemp(prefix="conduit-suite.")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [self.binary, "dev", "--data-dir", os.path.join(self.tmp, "data"),
              "--listen", self.grpc, "--http-listen", f"127.0.0.1:{CONDUIT_PORTS['http']}"],
-            stdout=subprocess.PIPE, stderr=self.log, text=True, env=env, cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=self.log, text=True, env=self.env, cwd=ROOT,
             start_new_session=True)
         got_key = threading.Event()
 
@@ -112,30 +181,48 @@ class Conduit:
                 raise RuntimeError(f"conduit exited with {self.proc.returncode}; see {self.log_path}")
             if time.monotonic() - t0 > timeout:
                 raise RuntimeError(f"conduit printed no API key after {timeout} s; see {self.log_path}")
-        env.update(CONDUIT_REGISTRY=f"http://{self.grpc}", CONDUIT_API_KEY=self.key)
+
+    def cli(self, args, key=None, timeout=120):
+        """Runs `conduit ARGS` against this server; returns its stdout (raises on failure)."""
+        env = dict(self.env, CONDUIT_REGISTRY=f"http://{self.grpc}", CONDUIT_API_KEY=key or self.key)
+        r = subprocess.run([self.binary, *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                           timeout=timeout)
+        self.log.write(f"$ conduit {' '.join(args)}\n{r.stdout}{r.stderr}")
+        self.log.flush()
+        if r.returncode:
+            raise RuntimeError(f"`conduit {' '.join(args[:2])}` failed ({r.returncode}): {r.stderr.strip()[-300:]}")
+        return r.stdout
+
+    def push_paraphrase(self, key=None, model=None, max_batch=None, timeout=120):
         for args in (
             ["component", os.path.join(self.wasm_dir, "bert_tokenizer.wasm"), "--name", "tokenizer"],
-            ["model", self.model, "--name", "minilm",
-             *(["--max-batch", str(self.max_batch)] if self.max_batch else [])],
+            ["model", model or self.model, "--name", "minilm",
+             *(["--max-batch", str(max_batch)] if max_batch else [])],
             ["component", os.path.join(self.wasm_dir, "embedding_post.wasm"), "--name", "embedding-post"],
             ["pipeline", os.path.join(ROOT, "examples/pipelines/paraphrase.toml"), "--name", "paraphrase"],
         ):
-            cmd = [self.binary, "push", *args, "--version", "1.0.0"]
-            r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-            self.log.write(f"$ {' '.join(cmd)}\n{r.stdout}{r.stderr}")
-            self.log.flush()
-            if r.returncode:
-                raise RuntimeError(f"`conduit push {args[0]}` failed ({r.returncode}): {r.stderr.strip()[-300:]}")
-        # Ready = one answer; `conduit-bench load` checks its first answer again before the run.
-        r = subprocess.run([self.binary, "infer", "paraphrase", "--output", "similarity", "--input",
-                            'text=[["The company Conduit is based in the Bay Area"],'
-                            '["Conduit\'s headquarters are situated in Mountain View"]]'],
-                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-        self.log.write(f"$ conduit infer paraphrase\n{r.stdout}{r.stderr}")
-        self.log.flush()
-        if r.returncode:
-            raise RuntimeError(f"`conduit infer paraphrase` failed: {r.stderr.strip()[-300:]}")
-        return time.monotonic() - t0
+            self.cli(["push", *args, "--version", "1.0.0"], key=key, timeout=timeout)
+
+    def infer_paraphrase(self, key=None, version=None, timeout=120):
+        text = json.dumps([[PAIR[0]], [PAIR[1]]])
+        out = self.cli(["infer", "paraphrase", *(["--model-version", version] if version else []),
+                        "--output", "similarity", "--json", "--input", f"text={text}"],
+                       key=key, timeout=timeout)
+        return out
+
+    def create_tenant(self, name):
+        out = self.cli(["tenant", "create", name])
+        return [line for line in out.splitlines() if line.strip()][-1].strip()
+
+    def memory_kib(self):
+        """VmRSS and VmHWM (peak) of the server, in KiB."""
+        got = {}
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "VmHWM"):
+                    got[k] = int(v.split()[0])
+        return got
 
     def stop(self, timeout=60):
         if self.proc is None:
@@ -167,178 +254,519 @@ class Conduit:
         return took, left
 
 
-def make_server(kind, args):
-    if kind == "conduit":
-        return Conduit(args.out, args.conduit, args.wasm_dir, args.model, args.conduit_max_batch)
-    return smoke.Server(kind, args.out)
+def child_cpu_s():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
-def target_of(server):
-    if server.kind == "conduit":
-        return server.grpc, server.key
-    return f"127.0.0.1:{smoke.PORTS[server.kind]['grpc']}", None
-
-
-def run_load(args, kind, url, key, concurrency):
-    out = os.path.join(args.out, f"load-{kind}-c{concurrency}.json")
-    if os.path.exists(out):
-        os.remove(out)
-    cmd = [args.bench, "load", "--url", url, "--protocol", "grpc", "--model", "paraphrase",
-           "--workload", "paraphrase", "--concurrency", str(concurrency),
-           "--warmup-s", str(args.warmup_s), "--duration-s", str(args.duration_s), "--json", out]
+def load_cmd(args, url, key, model, workload, out, concurrency=None, rate=None,
+             warmup=None, duration=None, timeline=False, threads=None):
+    cmd = [args.bench, "load", "--url", url, "--protocol", "grpc", "--model", model,
+           "--workload", workload, "--warmup-s", str(args.warmup_s if warmup is None else warmup),
+           "--duration-s", str(args.duration_s if duration is None else duration), "--json", out]
+    cmd += ["--concurrency", str(concurrency)] if concurrency else ["--rate", f"{rate:.3f}"]
+    if timeline:
+        cmd.append("--timeline")
+    if threads:
+        cmd += ["--threads", str(threads)]
     if key:
         cmd += ["--key", key]
-    shown = " ".join("$KEY" if c == key else c for c in cmd)
-    before = loadavg()
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                       timeout=args.warmup_s + args.duration_s + 120)
-    after = loadavg()
-    doc = None
+    return cmd
+
+
+def shown(cmd, key):
+    return " ".join("$KEY" if c == key else c for c in cmd)
+
+
+def read_json(path):
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return None
+
+
+def run_load(args, label, url, key, model="paraphrase", workload="paraphrase", **kw):
+    """One `conduit-bench load` run, waited for; returns its record (the generator's JSON in `load`)."""
+    out = os.path.join(args.out, f"load-{label}.json")
     if os.path.exists(out):
-        with open(out) as f:
-            doc = json.load(f)
-    return {"server": kind, "concurrency": concurrency, "command": shown, "rc": r.returncode,
+        os.remove(out)
+    cmd = load_cmd(args, url, key, model, workload, out, **kw)
+    before, cpu0 = loadavg(), child_cpu_s()
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                       timeout=(kw.get("warmup") or args.warmup_s) + (kw.get("duration") or args.duration_s) + 120)
+    doc = read_json(out)
+    return {"label": label, "command": shown(cmd, key), "rc": r.returncode,
             "summary": r.stdout.strip(), "stderr": r.stderr.strip()[-2000:],
-            "load1_before": before[0], "load1_after": after[0], "load": doc}
+            "generator_cpu_s": child_cpu_s() - cpu0,
+            "load1_before": before[0], "load1_after": loadavg()[0], "load": doc}
 
 
-def fmt(x, nd=1):
-    return "—" if x is None else f"{x:.{nd}f}"
+def check_run(run, failures, what):
+    if run["rc"] or run["load"] is None:
+        last = run["stderr"].splitlines()[-1] if run["stderr"] else ""
+        failures.append(f"{what}: conduit-bench load exited {run['rc']}: {last}")
+    elif run["load"]["errors_total"]:
+        failures.append(f"{what}: {run['load']['errors_total']} errors: {run['load']['errors']}")
 
 
-def row_numbers(run):
-    d = run["load"]
-    if not d:
-        return None, None, None, None
-    lat = d["latency_us"]
-    p50 = lat["p50"] / 1000 if lat.get("p50") is not None else None
-    p99 = lat["p99"] / 1000 if lat.get("p99") is not None else None
-    return d["throughput_rps"], p50, p99, d["errors_total"]
+def stop_checked(server, failures, what):
+    """Stops `server`; a process it left behind is a failure."""
+    _, left = server.stop()
+    for pid, cmd in left.items():
+        failures.append(f"{what}: left process {pid} ({cmd[:80]})")
 
 
-def table(runs, servers, levels):
-    by = {(r["server"], r["concurrency"]): row_numbers(r) for r in runs}
-    lines = ["| server | concurrency | ok req/s | p50 (ms) | p99 (ms) | errors | Conduit / this (req/s) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+def run_tool(cmd, out, timeout=600):
+    """Runs a baseline tool that writes JSON to `out`; returns (record, parsed JSON)."""
+    if os.path.exists(out):
+        os.remove(out)
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                       env=Conduit._env())
+    rec = {"command": " ".join(cmd), "rc": r.returncode, "stdout": r.stdout.strip(),
+           "stderr": r.stderr.strip()[-2000:], "seconds": time.monotonic() - t0}
+    if r.returncode:
+        raise RuntimeError(f"`{' '.join(cmd[:3])}` failed ({r.returncode}): {r.stderr.strip()[-300:]}")
+    return rec, read_json(out)
+
+
+# ---------------------------------------------------------------- P3
+
+
+def scenario_p3(args, failures):
+    print("p3: tokenizer and post-processing steps, WASM vs native vs Python")
+    secs = "0.5" if args.quick else "2"
+    rust_out = os.path.join(args.out, "p3-rust.json")
+    py_out = os.path.join(args.out, "p3-python.json")
+    try:
+        rec_r, rust = run_tool([args.bench, "baseline", "--what", "steps", "--steps-s", secs,
+                                "--components", args.wasm_dir, "--model", args.model, "--json", rust_out], rust_out)
+        rec_p, py = run_tool([args.python, os.path.join(PEERS, "inprocess.py"), "--what", "steps",
+                              "--steps-s", secs, "--json", py_out], py_out)
+    except Exception as e:  # noqa: BLE001 - reported
+        failures.append(f"p3: {e}")
+        return None
+    for line in rec_r["stdout"].splitlines() + rec_p["stdout"].splitlines():
+        print(f"  {line}")
+    rows = []
+    for step, py_key in (("tokenize", "pre"), ("post", "post")):
+        s = rust["steps"][step]
+        wasm, native, compute = s["wasm"]["p50_us"], s["native"]["p50_us"], s["native_compute"]["p50_us"]
+        python = py["steps"][py_key]["p50_us"]
+        rows.append({"step": step, "wasm_us": wasm, "native_us": native, "native_compute_us": compute,
+                     "python_us": python, "wasm_over_native": wasm / native,
+                     "python_over_wasm": python / wasm})
+    return {"rust": rust, "python": py, "commands": [rec_r["command"], rec_p["command"]], "rows": rows}
+
+
+# ---------------------------------------------------------------- P1 + P2
+
+
+def scenario_p1_p2(args, servers, levels, failures):
+    rounds = []
+    for rnd in range(args.rounds):
+        print(f"round {rnd + 1}/{args.rounds}")
+        entry = {"round": rnd + 1, "servers": {}, "p2": [], "p1": None}
+        for kind in servers:
+            server = Conduit(args, max_batch=args.conduit_max_batch) if kind == "conduit" \
+                else smoke.Server(kind, args.out)
+            info = entry["servers"].setdefault(kind, {"log": server.log_path})
+            print(f"  {kind}: starting")
+            try:
+                info["ready_s"] = server.start(args.startup_timeout)
+                print(f"  {kind}: ready after {info['ready_s']:.1f} s")
+                if kind == "conduit":
+                    url, key = server.grpc, server.key
+                else:
+                    url, key = f"127.0.0.1:{smoke.PORTS[kind]['grpc']}", None
+                if kind == "conduit" and "p1" in args.scenarios:
+                    entry["p1"] = p1_round(args, server, rnd, failures)
+                if "p2" in args.scenarios:
+                    for c in levels:
+                        run = run_load(args, f"p2-{kind}-c{c}-r{rnd + 1}", url, key, concurrency=c)
+                        run.update(server=kind, concurrency=c, round=rnd + 1)
+                        entry["p2"].append(run)
+                        print(f"    {run['summary'].splitlines()[0] if run['summary'] else '(no summary)'}")
+                        check_run(run, failures, f"p2 {kind} c={c} round {rnd + 1}")
+            except Exception as e:  # noqa: BLE001 - reported; the server is stopped all the same
+                failures.append(f"{kind} round {rnd + 1}: {e}")
+                print(f"  {kind}: {e}", file=sys.stderr)
+            finally:
+                took, left = server.stop()
+                info["stop_s"] = took
+                info["left_behind"] = {str(p): c[:200] for p, c in left.items()}
+                print(f"  {kind}: stopped {took:.1f} s after SIGTERM; "
+                      f"{'no process left behind' if not left else f'{len(left)} processes LEFT BEHIND'}")
+                for pid, cmd in left.items():
+                    failures.append(f"{kind}: left process {pid} ({cmd[:80]})")
+        rounds.append(entry)
+    return rounds
+
+
+def p1_round(args, server, rnd, failures):
+    """In-process ONNX Runtime (Rust, then Python) at batch 8, then bare minilm through Conduit."""
+    w, d = ("1", "3") if args.quick else ("2", "8")
+    rust_out = os.path.join(args.out, f"p1-rust-r{rnd + 1}.json")
+    py_out = os.path.join(args.out, f"p1-python-r{rnd + 1}.json")
+    rec_r, rust = run_tool([args.bench, "baseline", "--what", "model", "--batch", "8", "--warmup-s", w,
+                            "--duration-s", d, "--model", args.model, "--json", rust_out], rust_out)
+    rec_p, py = run_tool([args.python, os.path.join(PEERS, "inprocess.py"), "--what", "model", "--batch", "8",
+                          "--warmup-s", w, "--duration-s", d, "--json", py_out], py_out)
+    run = run_load(args, f"p1-conduit-minilm-c16-r{rnd + 1}", server.grpc, server.key, model="minilm",
+                   workload="minilm", concurrency=16, warmup=float(w), duration=float(d))
+    check_run(run, failures, f"p1 round {rnd + 1}")
+    rust_rows = rust["model"][0]["rows_per_s"]
+    py_rows = py["model"][0]["rows_per_s"]
+    conduit_rows = 2 * run["load"]["throughput_rps"] if run["load"] else None
+    ratio = conduit_rows / rust_rows if conduit_rows else None
+    print(f"    p1: in-process ort (Rust) {rust_rows:.1f} rows/s, (Python) {py_rows:.1f} rows/s; "
+          f"Conduit gRPC minilm c=16 {fmt(conduit_rows)} rows/s → {fmt(ratio, 3)}× Rust in process")
+    return {"rust": rust, "python": py, "conduit": run, "rust_rows_per_s": rust_rows,
+            "python_rows_per_s": py_rows, "conduit_rows_per_s": conduit_rows, "ratio": ratio,
+            "commands": [rec_r["command"], rec_p["command"], run["command"]]}
+
+
+def p2_summary(rounds, servers, levels):
+    """Median throughput/p50/p99 per (server, concurrency) over the rounds, and the run nearest it."""
+    out = []
     for s in servers:
         for c in levels:
-            rps, p50, p99, err = by.get((s, c), (None,) * 4)
-            conduit = by.get(("conduit", c), (None,) * 4)[0]
-            ratio = f"{conduit / rps:.2f}×" if conduit and rps else "—"
-            lines.append(f"| {s} | {c} | {fmt(rps)} | {fmt(p50)} | {fmt(p99)} | "
-                         f"{'—' if err is None else err} | {ratio} |")
-    peers = [s for s in servers if s != "conduit"]
-    if "conduit" in servers and peers:
-        lines += ["", "Goal: Conduit ≥ 1.5× the peer's throughput at an equal or lower p99.", "",
-                  "| concurrency | " + " | ".join(f"vs {p}" for p in peers) + " |",
-                  "|---:|" + "---|" * len(peers)]
-        for c in levels:
-            crps, _, cp99, _ = by.get(("conduit", c), (None,) * 4)
-            cells = []
-            for p in peers:
-                prps, _, pp99, _ = by.get((p, c), (None,) * 4)
-                if not (crps and prps and cp99 is not None and pp99 is not None):
-                    cells.append("—")
-                    continue
-                met = crps / prps >= 1.5 and cp99 <= pp99
-                cells.append(f"{crps / prps:.2f}×, p99 {cp99:.1f} vs {pp99:.1f} ms: "
-                             f"{'met' if met else 'not met'}")
-            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+            runs = [r for e in rounds for r in e["p2"] if r["server"] == s and r["concurrency"] == c and r["load"]]
+            if not runs:
+                out.append({"server": s, "concurrency": c, "rounds": 0})
+                continue
+            rps = [r["load"]["throughput_rps"] for r in runs]
+            med = median(rps)
+            nearest = min(runs, key=lambda r: abs(r["load"]["throughput_rps"] - med))
+            out.append({
+                "server": s, "concurrency": c, "rounds": len(runs), "throughput_rps": med,
+                "throughput_all": rps,
+                "p50_ms": median([r["load"]["latency_us"]["p50"] / 1e3 for r in runs]),
+                "p99_ms": median([r["load"]["latency_us"]["p99"] / 1e3 for r in runs]),
+                "errors": sum(r["load"]["errors_total"] for r in runs),
+                "generator_cpu_share": median([r["generator_cpu_s"] / r["load"]["duration_s"] /
+                                               (1 + r["load"]["warmup_s"] / r["load"]["duration_s"]) for r in runs]),
+                "cdf_label": nearest["label"],
+                "cdf": nearest["load"]["cdf"],
+            })
+    return out
+
+
+# ---------------------------------------------------------------- P4
+
+
+def scenario_p4(args, rate, failures):
+    print(f"p4: push a new embedding-post version while serving paraphrase at {rate:.1f} req/s (open loop)")
+    server = Conduit(args, tag="conduit-p4")
+    result = {"rate_rps": rate}
+    try:
+        server.start(args.startup_timeout)
+        pre, during = (2.0, 8.0) if args.quick else (4.0, 12.0)
+        out = os.path.join(args.out, "load-p4.json")
+        if os.path.exists(out):
+            os.remove(out)
+        cmd = load_cmd(args, server.grpc, server.key, "paraphrase", "paraphrase", out, rate=rate,
+                       warmup=1.0, duration=pre + during, timeline=True)
+        gen = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        variant = os.path.join(server.tmp, "embedding_post.v2.wasm")
+        wasm_variant(os.path.join(args.wasm_dir, "embedding_post.wasm"), variant, f"p4-{time.time()}")
+        toml = os.path.join(server.tmp, "paraphrase.v2.toml")
+        with open(os.path.join(ROOT, "examples/pipelines/paraphrase.toml")) as f:
+            text = f.read()
+        with open(toml, "w") as f:
+            f.write(text.replace('uses = "embedding-post@1.0.0"', 'uses = "embedding-post@1.1.0"'))
+        time.sleep(1.0 + pre)  # the warm-up, then `pre` seconds of undisturbed traffic
+        t0 = time.time()
+        server.cli(["push", "component", variant, "--name", "embedding-post", "--version", "1.1.0"])
+        t1 = time.time()
+        server.cli(["push", "pipeline", toml, "--name", "paraphrase", "--version", "1.1.0"])
+        t2 = time.time()
+        answer = server.infer_paraphrase(version="1.1.0")
+        t3 = time.time()
+        stdout, stderr = gen.communicate(timeout=pre + during + 120)
+        doc = read_json(out)
+        run = {"label": "p4", "command": shown(cmd, server.key), "rc": gen.returncode, "summary": stdout.strip(),
+               "stderr": stderr.strip()[-2000:], "load": doc}
+        check_run(run, failures, "p4 traffic")
+        result.update(run=run, push_component_s=t1 - t0, push_pipeline_s=t2 - t1, first_infer_s=t3 - t2,
+                      push_to_first_response_s=t3 - t0, answer=answer.strip()[-400:])
+        if doc and doc.get("timeline"):
+            start = doc["window_start_unix_s"]
+            push_from, push_to = (t0 - start) * 1e3, (t3 - start) * 1e3
+            result.update(push_from_ms=push_from, push_to_ms=push_to)
+
+            def stats(rows):
+                lat = sorted(r[1] for r in rows if r[2])
+                if not lat:
+                    return {"count": 0}
+                at = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
+                return {"count": len(lat), "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": lat[-1]}
+
+            tl = doc["timeline"]
+            # "during": requests sent while the push ran or that were still in flight when it began.
+            result["before"] = stats([r for r in tl if r[0] + r[1] < push_from])
+            result["during"] = stats([r for r in tl if r[0] <= push_to and r[0] + r[1] >= push_from])
+            result["after"] = stats([r for r in tl if r[0] > push_to])
+        print(f"  push component {result['push_component_s'] * 1e3:.0f} ms + pipeline "
+              f"{result['push_pipeline_s'] * 1e3:.0f} ms + first call {result['first_infer_s'] * 1e3:.0f} ms "
+              f"= push → first response {result['push_to_first_response_s'] * 1e3:.0f} ms")
+        if "before" in result:
+            b, d = result["before"], result["during"]
+            print(f"  other traffic p99 before {fmt(b.get('p99_ms'))} ms, during {fmt(d.get('p99_ms'))} ms "
+                  f"(max {fmt(d.get('max_ms'))} ms, {d['count']} requests)")
+    except Exception as e:  # noqa: BLE001 - reported; the server is stopped all the same
+        failures.append(f"p4: {e}")
+        print(f"  p4: {e}", file=sys.stderr)
+    finally:
+        stop_checked(server, failures, "p4")
+    return result
+
+
+# ---------------------------------------------------------------- P5
+
+
+def scenario_p5(args, failures):
+    duration = 4.0 if args.quick else 10.0
+    arms = {}
+    for arm in ("shared", "copies"):
+        print(f"p5: {TENANTS} tenants, {arm} model")
+        server = Conduit(args, tag=f"conduit-p5-{arm}")
+        res = {}
+        try:
+            server.launch(args.startup_timeout)
+            res["idle_kib"] = server.memory_kib()
+            keys = []
+            t0 = time.monotonic()
+            for i in range(TENANTS):
+                key = server.create_tenant(f"team-{i}")
+                model = args.model
+                if arm == "copies":
+                    model = os.path.join(server.tmp, f"model-{i}.onnx")
+                    onnx_variant(args.model, model, f"copy {i}")
+                server.push_paraphrase(key=key, model=model)
+                server.infer_paraphrase(key=key)
+                if arm == "copies":
+                    os.remove(model)
+                keys.append(key)
+            res["setup_s"] = time.monotonic() - t0
+            res["loaded_kib"] = server.memory_kib()
+            res["data_dir_bytes"] = sum(os.path.getsize(os.path.join(d, f))
+                                        for d, _, fs in os.walk(server.tmp) for f in fs)
+            procs, outs = [], []
+            cpu0 = child_cpu_s()
+            for i, key in enumerate(keys):
+                out = os.path.join(args.out, f"load-p5-{arm}-t{i}.json")
+                if os.path.exists(out):
+                    os.remove(out)
+                cmd = load_cmd(args, server.grpc, key, "paraphrase", "paraphrase", out, concurrency=1,
+                               warmup=2.0, duration=duration, threads=1)
+                procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                              text=True))
+                outs.append(out)
+            runs = []
+            for i, (p, out) in enumerate(zip(procs, outs)):
+                stdout, stderr = p.communicate(timeout=duration + 180)
+                run = {"label": f"p5-{arm}-t{i}", "rc": p.returncode, "summary": stdout.strip(),
+                       "stderr": stderr.strip()[-1000:], "load": read_json(out)}
+                check_run(run, failures, f"p5 {arm} tenant {i}")
+                runs.append(run)
+            res["generator_cpu_s"] = child_cpu_s() - cpu0
+            res["after_load_kib"] = server.memory_kib()
+            ok = [r["load"] for r in runs if r["load"]]
+            res["throughput_rps"] = sum(d["throughput_rps"] for d in ok)
+            res["per_tenant_rps"] = [d["throughput_rps"] for d in ok]
+            res["p50_ms"] = median([d["latency_us"]["p50"] / 1e3 for d in ok])
+            res["p99_ms"] = max(d["latency_us"]["p99"] / 1e3 for d in ok) if ok else None
+            res["runs"] = runs
+            metrics = server.cli(["list"], timeout=60)
+            res["list"] = metrics[-2000:]
+            rss = res["after_load_kib"]["VmRSS"] / 1024
+            print(f"  {arm}: RSS {res['loaded_kib']['VmRSS'] / 1024:.0f} MiB after the first answers, "
+                  f"{rss:.0f} MiB after load (peak {res['after_load_kib']['VmHWM'] / 1024:.0f} MiB); "
+                  f"{res['throughput_rps']:.1f} req/s over {len(ok)} tenants, worst p99 {fmt(res['p99_ms'])} ms")
+        except Exception as e:  # noqa: BLE001 - reported; the server is stopped all the same
+            failures.append(f"p5 {arm}: {e}")
+            print(f"  p5 {arm}: {e}", file=sys.stderr)
+        finally:
+            stop_checked(server, failures, f"p5 {arm}")
+        arms[arm] = res
+    return arms
+
+
+# ---------------------------------------------------------------- report
+
+
+def report(doc, servers, levels):
+    lines = [f"Suite run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(doc['started_unix']))}, "
+             f"{doc['cpus']} CPUs, {doc['rounds']} round(s), {doc['warmup_s']:g} s warm-up + "
+             f"{doc['duration_s']:g} s per point, {doc['elapsed_s'] / 60:.1f} min in all.", ""]
+    goals = []
+    p1 = [e["p1"] for e in doc.get("round_runs", []) if e.get("p1")]
+    if p1:
+        lines += ["**P1 overhead** — rows/s at batch 8 (the executor's), MiniLM seq 128:", "",
+                  "| round | ORT in process (Rust) | ORT in process (Python) | Conduit gRPC, bare `minilm`, 16 clients | Conduit / Rust |",
+                  "|---:|---:|---:|---:|---:|"]
+        for i, p in enumerate(p1):
+            lines.append(f"| {i + 1} | {p['rust_rows_per_s']:.1f} | {p['python_rows_per_s']:.1f} | "
+                         f"{fmt(p['conduit_rows_per_s'])} | {fmt(p['ratio'], 3)} |")
+        r = median([p["ratio"] for p in p1])
+        goals.append(("P1 bare MiniLM via gRPC / in-process ORT", f"{fmt(r, 3)}×", "≥ 0.97×",
+                      r is not None and r >= 0.97))
+        lines.append("")
+    p2 = doc.get("p2")
+    if p2:
+        by = {(s["server"], s["concurrency"]): s for s in p2}
+        lines += ["**P2 pipeline** — `paraphrase` over KServe v2 gRPC, closed loop, median of the rounds:", "",
+                  "| server | clients | req/s | p50 (ms) | p99 (ms) | errors | generator CPU | Conduit / this |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for s in servers:
+            for c in levels:
+                x = by.get((s, c), {})
+                cr = by.get(("conduit", c), {}).get("throughput_rps")
+                ratio = f"{cr / x['throughput_rps']:.2f}×" if cr and x.get("throughput_rps") else "—"
+                share = x.get("generator_cpu_share")
+                lines.append(f"| {s} | {c} | {fmt(x.get('throughput_rps'))} | {fmt(x.get('p50_ms'))} | "
+                             f"{fmt(x.get('p99_ms'))} | {x.get('errors', '—')} | "
+                             f"{'—' if share is None else f'{share * 100:.0f} %'} | {ratio} |")
+        for p in [s for s in servers if s != "conduit"]:
+            for c in levels:
+                cx, px = by.get(("conduit", c), {}), by.get((p, c), {})
+                if cx.get("throughput_rps") and px.get("throughput_rps"):
+                    r = cx["throughput_rps"] / px["throughput_rps"]
+                    met = r >= 1.5 and cx["p99_ms"] <= px["p99_ms"]
+                    goals.append((f"P2 vs {p}, {c} clients",
+                                  f"{r:.2f}×, p99 {cx['p99_ms']:.0f} vs {px['p99_ms']:.0f} ms",
+                                  "≥ 1.5×, p99 ≤", met))
+        lines.append("")
+    p3 = doc.get("p3")
+    if p3:
+        lines += ["**P3 steps** — one paraphrase request (2 sentences, 128 tokens), p50 µs per call:", "",
+                  "| step | WASM in Conduit | same Rust, native step | native compute only | Python (peers) | WASM / native | Python / WASM |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in p3["rows"]:
+            lines.append(f"| {r['step']} | {r['wasm_us']:.1f} | {r['native_us']:.1f} | {r['native_compute_us']:.1f} | "
+                         f"{r['python_us']:.1f} | {r['wasm_over_native']:.2f} | {r['python_over_wasm']:.1f} |")
+            goals.append((f"P3 {r['step']}: WASM / native", f"{r['wasm_over_native']:.2f}×", "≤ 1.25×",
+                          r["wasm_over_native"] <= 1.25))
+        lines.append("")
+    p4 = doc.get("p4")
+    if p4 and "push_to_first_response_s" in p4:
+        lines += [f"**P4 registration under load** — paraphrase at {p4['rate_rps']:.1f} req/s (half of saturation), "
+                  "open loop; a new embedding-post version and a pipeline version using it pushed mid-run:", "",
+                  f"- push component {p4['push_component_s'] * 1e3:.0f} ms, push pipeline "
+                  f"{p4['push_pipeline_s'] * 1e3:.0f} ms, first call {p4['first_infer_s'] * 1e3:.0f} ms: "
+                  f"**push → first response {p4['push_to_first_response_s'] * 1e3:.0f} ms**"]
+        if "before" in p4:
+            lines += ["", "| other traffic | requests | p50 (ms) | p99 (ms) | max (ms) |", "|---|---:|---:|---:|---:|"]
+            for k in ("before", "during", "after"):
+                x = p4[k]
+                lines.append(f"| {k} the push | {x['count']} | {fmt(x.get('p50_ms'))} | {fmt(x.get('p99_ms'))} | "
+                             f"{fmt(x.get('max_ms'))} |")
+        goals.append(("P4 push → first response under 50 % load",
+                      f"{p4['push_to_first_response_s'] * 1e3:.0f} ms", "≤ 1000 ms",
+                      p4["push_to_first_response_s"] <= 1.0))
+        lines.append("")
+    p5 = doc.get("p5")
+    if p5 and all("throughput_rps" in p5.get(a, {}) for a in ("shared", "copies")):
+        s, c = p5["shared"], p5["copies"]
+        lines += [f"**P5 sharing** — {TENANTS} tenants, each its own paraphrase pipeline, one client each, all at once:", "",
+                  "| model | RSS after first answers (MiB) | RSS after load (MiB) | peak (MiB) | stored (MiB) | req/s, all tenants | worst tenant p99 (ms) |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, x in (("one shared copy", s), (f"{TENANTS} copies", c)):
+            lines.append(f"| {name} | {x['loaded_kib']['VmRSS'] / 1024:.0f} | {x['after_load_kib']['VmRSS'] / 1024:.0f} | "
+                         f"{x['after_load_kib']['VmHWM'] / 1024:.0f} | {x['data_dir_bytes'] / 2**20:.0f} | "
+                         f"{x['throughput_rps']:.1f} | {fmt(x['p99_ms'])} |")
+        mem = c["after_load_kib"]["VmRSS"] / s["after_load_kib"]["VmRSS"]
+        tput = s["throughput_rps"] / c["throughput_rps"] if c["throughput_rps"] else None
+        lines += ["", f"Sharing uses 1/{mem:.1f} of the memory of {TENANTS} copies and gives {fmt(tput, 2)}× their throughput.", ""]
+        goals.append(("P5 memory: 10 copies / shared", f"{mem:.1f}×", "(report)", None))
+        goals.append(("P5 throughput: shared / 10 copies", f"{fmt(tput, 2)}×", "(report)", None))
+    if goals:
+        lines += ["**Goals**", "", "| goal | measured | target | |", "|---|---|---|---|"]
+        for g, m, t, ok in goals:
+            lines.append(f"| {g} | {m} | {t} | {'met' if ok else ('—' if ok is None else 'NOT met')} |")
     return "\n".join(lines)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="1 s warm-up, 4 s window, concurrency 1,4")
-    ap.add_argument("--servers", default=",".join(SERVERS))
-    ap.add_argument("--concurrency", help="default 1,4,16 (--quick: 1,4)")
+    ap.add_argument("--quick", action="store_true",
+                    help="1 round, 1 s warm-up + 4 s windows, concurrency 1,4: about 3 minutes")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--servers", default=",".join(SERVERS), help="P2's servers")
+    ap.add_argument("--rounds", type=int, help="P1/P2 rounds (default 3, --quick: 1)")
+    ap.add_argument("--concurrency", help="P2's levels (default 1,4,16; --quick: 1,4)")
     ap.add_argument("--warmup-s", type=float, help="default 2 (--quick: 1)")
     ap.add_argument("--duration-s", type=float, help="default 10 (--quick: 4)")
     ap.add_argument("--out", default=os.path.join(PEERS, ".logs", "suite"))
     ap.add_argument("--startup-timeout", type=float, default=240.0)
     ap.add_argument("--conduit", default=os.path.join(ROOT, "target/release/conduit"))
     ap.add_argument("--bench", default=os.path.join(ROOT, "target/release/conduit-bench"))
+    ap.add_argument("--python", default=sys.executable, help="the peers' interpreter (for inprocess.py)")
     ap.add_argument("--wasm-dir", default=os.path.join(ROOT, "target/wasm32-wasip2/release"))
     ap.add_argument("--model", default=os.path.join(ROOT, "testdata/minilm/model.onnx"))
     ap.add_argument("--conduit-max-batch", type=int, default=None,
                     help="push minilm with --max-batch N (rows; default: the executor's 8)")
     args = ap.parse_args()
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
     if args.concurrency is None:
         args.concurrency = "1,4" if args.quick else "1,4,16"
     if args.warmup_s is None:
         args.warmup_s = 1.0 if args.quick else 2.0
     if args.duration_s is None:
         args.duration_s = 4.0 if args.quick else 10.0
+    args.scenarios = [s for s in args.scenarios.split(",") if s]
+    if any(s not in SCENARIOS for s in args.scenarios):
+        ap.error(f"--scenarios: known are {', '.join(SCENARIOS)}")
     servers = [s for s in args.servers.split(",") if s]
     if any(s not in SERVERS for s in servers):
         ap.error(f"--servers: known are {', '.join(SERVERS)}")
+    if "p1" in args.scenarios and "conduit" not in servers:
+        servers.insert(0, "conduit")
     levels = [int(c) for c in args.concurrency.split(",") if c]
     args.out = os.path.abspath(args.out)
     os.makedirs(args.out, exist_ok=True)
-    for path in [args.bench] + ([args.conduit] if "conduit" in servers else []):
+    for path in (args.bench, args.conduit):
         if not os.access(path, os.X_OK):
             sys.exit(f"{path} is missing: cargo build --release -p conduit -p conduit-bench")
-    if "conduit" in servers:
-        for f in ("bert_tokenizer.wasm", "embedding_post.wasm"):
-            if not os.path.exists(os.path.join(args.wasm_dir, f)):
-                sys.exit(f"{args.wasm_dir}/{f} is missing: make components")
+    for f in ("bert_tokenizer.wasm", "embedding_post.wasm"):
+        if not os.path.exists(os.path.join(args.wasm_dir, f)):
+            sys.exit(f"{args.wasm_dir}/{f} is missing: make components")
 
     started = time.time()
-    print(f"suite: {', '.join(servers)}; paraphrase over gRPC, closed loop c={args.concurrency}, "
-          f"{args.warmup_s:g} s warm-up + {args.duration_s:g} s; {os.cpu_count()} CPUs, "
-          f"load average {' '.join(map(str, loadavg()))}")
-    failures, runs, info = [], [], {}
-    for kind in servers:
-        server = make_server(kind, args)
-        print(f"{kind}: starting")
-        entry = info.setdefault(kind, {"log": server.log_path})
-        try:
-            entry["ready_s"] = server.start(args.startup_timeout)
-            print(f"  {kind}: ready after {entry['ready_s']:.1f} s")
-            url, key = target_of(server)
-            for c in levels:
-                run = run_load(args, kind, url, key, c)
-                runs.append(run)
-                print(f"  {run['summary'] or '(no summary)'}")
-                if run["rc"] or run["load"] is None:
-                    failures.append(f"{kind} c={c}: conduit-bench load exited {run['rc']}: "
-                                    f"{run['stderr'].splitlines()[-1] if run['stderr'] else ''}")
-                elif run["load"]["errors_total"]:
-                    failures.append(f"{kind} c={c}: {run['load']['errors_total']} errors: {run['load']['errors']}")
-        except Exception as e:  # noqa: BLE001 - reported; the server is stopped all the same
-            failures.append(f"{kind}: {e}")
-            print(f"  {kind}: {e}", file=sys.stderr)
-        finally:
-            took, left = server.stop()
-            entry["stop_s"] = took
-            entry["left_behind"] = {str(p): c[:200] for p, c in left.items()}
-            print(f"  {kind}: stopped {took:.1f} s after SIGTERM; "
-                  f"{'no process left behind' if not left else f'{len(left)} processes LEFT BEHIND'}")
-            for pid, cmd in left.items():
-                failures.append(f"{kind}: left process {pid} ({cmd[:80]})")
-
-    doc = {
-        "tool": "bench/suite.py",
-        "started_unix": started,
-        "finished_unix": time.time(),
-        "quick": args.quick,
-        "protocol": "grpc",
-        "model": "paraphrase",
-        "concurrency": levels,
-        "warmup_s": args.warmup_s,
-        "duration_s": args.duration_s,
-        "cpus": os.cpu_count(),
-        "servers": info,
-        "runs": runs,
-        "failures": failures,
-    }
+    print(f"suite: {', '.join(args.scenarios)}; P2 servers {', '.join(servers)}, c={args.concurrency}, "
+          f"{args.rounds} round(s), {args.warmup_s:g} s warm-up + {args.duration_s:g} s; "
+          f"{os.cpu_count()} CPUs, load average {' '.join(map(str, loadavg()))}")
+    failures = []
+    doc = {"tool": "bench/suite.py", "started_unix": started, "quick": args.quick,
+           "scenarios": args.scenarios, "servers_p2": servers, "concurrency": levels, "rounds": args.rounds,
+           "warmup_s": args.warmup_s, "duration_s": args.duration_s, "cpus": os.cpu_count(),
+           "uname": " ".join(os.uname()), "failures": failures}
+    if "p3" in args.scenarios:
+        doc["p3"] = scenario_p3(args, failures)
+    if "p1" in args.scenarios or "p2" in args.scenarios:
+        doc["round_runs"] = scenario_p1_p2(args, servers, levels, failures)
+        if "p2" in args.scenarios:
+            doc["p2"] = p2_summary(doc["round_runs"], servers, levels)
+    if "p4" in args.scenarios:
+        saturation = max((s["throughput_rps"] for s in doc.get("p2") or []
+                          if s["server"] == "conduit" and s.get("throughput_rps")), default=None)
+        doc["p4"] = scenario_p4(args, 0.5 * (saturation or 30.0), failures)
+    if "p5" in args.scenarios:
+        doc["p5"] = scenario_p5(args, failures)
+    doc["finished_unix"] = time.time()
+    doc["elapsed_s"] = doc["finished_unix"] - started
+    text = report(doc, servers, levels)
     path = os.path.join(args.out, "suite.json")
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(text + "\n")
     print()
-    print(table(runs, servers, levels))
+    print(text)
     print()
-    print(f"wrote {os.path.relpath(path, ROOT)} ({time.time() - started:.0f} s); "
+    print(f"wrote {os.path.relpath(path, ROOT)} and results.md ({doc['elapsed_s']:.0f} s); "
           f"load average {' '.join(map(str, loadavg()))}")
     if failures:
         print("FAILED:")

@@ -15,8 +15,11 @@
 //! runs (used by `make test`, numbers meaningless).
 //!
 //! `conduit-bench load …` is a separate tool: a KServe v2 load generator
-//! for any server (see the `loadgen` module and bench/README.md).
+//! for any server (see the `loadgen` module and bench/README.md);
+//! `conduit-bench baseline …` measures the in-process limits the serving
+//! suite compares against (see the `baseline` module).
 
+mod baseline;
 mod harness;
 mod loadgen;
 mod models;
@@ -41,6 +44,9 @@ const PAIR: [&str; 2] = [
 fn main() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("load") {
         return loadgen::main(std::env::args().skip(2));
+    }
+    if std::env::args().nth(1).as_deref() == Some("baseline") {
+        return baseline::main(std::env::args().skip(2));
     }
     let mut args = std::env::args().skip(1);
     let mut dir = PathBuf::from("target/wasm32-wasip2/release");

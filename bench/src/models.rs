@@ -31,7 +31,7 @@ fn batch(rows: usize, seq: usize) -> NamedTensors {
     ]
 }
 
-fn config(kind: BackendKind, max_batch: usize, delay: Duration) -> ModelConfig {
+pub(crate) fn config(kind: BackendKind, max_batch: usize, delay: Duration) -> ModelConfig {
     ModelConfig {
         name: "minilm".into(),
         backend: kind,

@@ -51,14 +51,20 @@ pub struct Window {
     pub from: Instant,
     /// End of the measurement.
     pub end: Instant,
+    /// `from` in seconds since the Unix epoch.
+    pub from_unix: f64,
 }
 
 impl Window {
     fn new(warmup: Duration, duration: Duration) -> Self {
         let from = Instant::now() + warmup;
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         Self {
             from,
             end: from + duration,
+            from_unix: now_unix + warmup.as_secs_f64(),
         }
     }
 
@@ -84,12 +90,20 @@ pub struct Tally {
     pub send_lag: Histogram,
     /// Connections open at the end (HTTP's open loop opens more as needed).
     pub connections: usize,
+    /// Every request sent in the window: (send time after the window opened,
+    /// latency, answered correctly), in µs, in no particular order.
+    pub timeline: Vec<(u64, u64, bool)>,
+    /// When the window opened, in seconds since the Unix epoch (to line the
+    /// timeline up with other events, e.g. a push during the run).
+    pub window_start_unix: f64,
 }
 
 impl Tally {
     fn record(&mut self, w: &Window, sent: Instant, done: Instant, r: &Result<(), Failure>) {
         if w.contains(sent) {
             self.sent += 1;
+            self.timeline
+                .push((micros(sent - w.from), micros(done - sent), r.is_ok()));
             match r {
                 Ok(()) => self.latency.record(micros(done - sent)),
                 Err(f) => {
@@ -110,6 +124,7 @@ impl Tally {
         self.ok_in_window += other.ok_in_window;
         self.dropped += other.dropped;
         self.connections += other.connections;
+        self.timeline.extend_from_slice(&other.timeline);
         for (kind, (n, message)) in &other.errors {
             self.errors
                 .entry(kind.clone())
@@ -195,7 +210,10 @@ async fn closed(
             tally
         });
     }
-    let mut all = Tally::default();
+    let mut all = Tally {
+        window_start_unix: window.from_unix,
+        ..Tally::default()
+    };
     while let Some(t) = tasks.join_next().await {
         all.merge(&t?);
     }
@@ -267,7 +285,8 @@ async fn open(
     while in_flight.load(Ordering::Acquire) > 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let t = tally.lock().expect("tally lock").clone();
+    let mut t = tally.lock().expect("tally lock").clone();
+    t.window_start_unix = window.from_unix;
     Ok(t)
 }
 

@@ -39,7 +39,7 @@ const USAGE: &str = "usage: conduit-bench load --model NAME (--concurrency N | -
     [--url HOST:PORT] [--protocol grpc|http] [--model-version V] [--key KEY]
     [--workload paraphrase|minilm|add] [--warmup-s 2] [--duration-s 10] [--timeout-s 30]
     [--max-in-flight 4096] [--connections 1] [--seed 1] [--threads N]
-    [--reference testdata/minilm_reference.json] [--json OUT.json]
+    [--reference testdata/minilm_reference.json] [--json OUT.json [--timeline]]
   or: conduit-bench load --self-test [--components DIR] [--onnx FILE.onnx]";
 
 /// One run's settings.
@@ -59,6 +59,8 @@ pub struct Options {
     pub reference: PathBuf,
     /// Where to write the JSON report.
     pub json: Option<PathBuf>,
+    /// Also write every request's send time and latency to the JSON.
+    pub timeline: bool,
 }
 
 /// Runs `conduit-bench load ARGS…` (the arguments after `load`).
@@ -147,6 +149,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options> {
     let mut workload = None;
     let mut reference = PathBuf::from("testdata/minilm_reference.json");
     let mut json = None;
+    let mut timeline = false;
     while let Some(flag) = args.next() {
         let mut value = || {
             args.next()
@@ -175,6 +178,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options> {
             "--workload" => workload = Some(Workload::parse(&value()?)?),
             "--reference" => reference = value()?.into(),
             "--json" => json = Some(PathBuf::from(value()?)),
+            "--timeline" => timeline = true,
             other => bail!("unknown argument `{other}`\n{USAGE}"),
         }
     }
@@ -219,6 +223,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options> {
         duration: seconds(duration, "--duration-s")?,
         reference,
         json,
+        timeline,
     })
 }
 

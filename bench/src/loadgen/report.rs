@@ -140,5 +140,16 @@ pub fn json(o: &Options, t: &Tally) -> Value {
             "max": t.send_lag.max(),
         },
         "cdf": cdf,
+        "window_start_unix_s": t.window_start_unix,
+        "timeline": o.timeline.then(|| timeline(t)),
     })
+}
+
+/// `[[sent_ms, latency_ms, ok], …]` by send time (`--timeline`).
+fn timeline(t: &Tally) -> Value {
+    let mut rows = t.timeline.clone();
+    rows.sort_unstable();
+    rows.iter()
+        .map(|&(sent, latency, ok)| json!([sent as f64 / 1e3, latency as f64 / 1e3, ok]))
+        .collect()
 }

@@ -107,6 +107,7 @@ async fn scenarios(server: &Server, components: &Path, onnx: &Path) -> Result<()
                 duration: Duration::from_secs_f64(seconds),
                 reference: REFERENCE.into(),
                 json: None,
+                timeline: false,
             };
             let closed = |concurrency| Mode::Closed { concurrency };
             // One checked answer of each workload (loads each model, too).

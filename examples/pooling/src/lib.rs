@@ -32,6 +32,23 @@ pub fn mean_pool(hidden: &[f32], mask: &[i64], batch: usize, seq: usize, dim: us
     out
 }
 
+/// The token range `[first, last + 1)` of a sequence's non-zero mask
+/// entries, or `None` when every token is masked out.
+///
+/// Only these tokens' vectors take part in [`mean_pool`], so a caller that
+/// reads a tensor piecewise (a component reading host memory) can read just
+/// this range of each sequence instead of its padding too.
+///
+/// ```
+/// assert_eq!(pooling::unmasked_span(&[1, 1, 0, 1, 0, 0]), Some((0, 4)));
+/// assert_eq!(pooling::unmasked_span(&[0, 0]), None);
+/// ```
+pub fn unmasked_span(mask: &[i64]) -> Option<(usize, usize)> {
+    let first = mask.iter().position(|&m| m != 0)?;
+    let last = mask.iter().rposition(|&m| m != 0)?;
+    Some((first, last + 1))
+}
+
 /// Scales each `dim`-long row of `rows` to unit L2 norm (rows of zeros stay zero).
 pub fn l2_normalize(rows: &mut [f32], dim: usize) {
     for row in rows.chunks_exact_mut(dim) {
@@ -82,6 +99,17 @@ mod tests {
         let mask = [1, 1, 0, 1, 1, 1];
         assert_eq!(mean_pool(&hidden, &mask, 2, 3, 2), vec![2., 2., 4., 0.]);
         assert_eq!(mean_pool(&hidden, &[0; 6], 2, 3, 2), vec![0.; 4]);
+    }
+
+    #[test]
+    fn pooling_a_span_equals_pooling_the_sequence() {
+        let (seq, dim) = (6, 3);
+        let hidden: Vec<f32> = (0..seq * dim).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mask = [0, 1, 1, 0, 1, 0];
+        let (lo, hi) = unmasked_span(&mask).unwrap();
+        assert_eq!((lo, hi), (1, 5));
+        let span = mean_pool(&hidden[lo * dim..hi * dim], &mask[lo..hi], 1, hi - lo, dim);
+        assert_eq!(span, mean_pool(&hidden, &mask, 1, seq, dim));
     }
 
     #[test]
