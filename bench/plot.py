@@ -41,50 +41,62 @@ def main() -> int:
     if not servers:
         print(f"{path}: no P2 point with results", file=sys.stderr)
         return 1
+    paddings = [p for p in doc.get("padding", ["max_length"]) if any(x.get("padding", "max_length") == p
+                                                                    for x in points)]
     title = (f"paraphrase, KServe v2 gRPC, closed loop, {doc['warmup_s']:g} s warm-up + "
              f"{doc['duration_s']:g} s, median of {doc['rounds']} round(s), {doc.get('cpus', '?')} CPUs")
+    heading = {"max_length": "padded to 128 tokens", "longest": "padded to the longer sentence"}
     os.makedirs(args.out, exist_ok=True)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for s in servers:
-        pts = sorted((p["concurrency"], p["throughput_rps"]) for p in points if p["server"] == s)
-        ax.plot([c for c, _ in pts], [t for _, t in pts], marker="o", label=LABEL.get(s, s))
-    levels = sorted({p["concurrency"] for p in points})
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(levels)
-    ax.set_xticklabels([str(c) for c in levels])
-    ax.set_xlabel("concurrency (clients)")
-    ax.set_ylabel("correct answers / s")
-    ax.set_ylim(bottom=0)
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    def panels():
+        fig, axes = plt.subplots(1, len(paddings), figsize=(6 * len(paddings), 4.5), squeeze=False)
+        return fig, list(zip(paddings, axes[0]))
+
+    fig, axes = panels()
+    for padding, ax in axes:
+        mine = [p for p in points if p.get("padding", "max_length") == padding]
+        for s in servers:
+            pts = sorted((p["concurrency"], p["throughput_rps"]) for p in mine if p["server"] == s)
+            ax.plot([c for c, _ in pts], [t for _, t in pts], marker="o", label=LABEL.get(s, s))
+        levels = sorted({p["concurrency"] for p in mine})
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(levels)
+        ax.set_xticklabels([str(c) for c in levels])
+        ax.set_xlabel("concurrency (clients)")
+        ax.set_ylabel("correct answers / s")
+        ax.set_ylim(bottom=0)
+        ax.set_title(heading.get(padding, padding), fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     tp = os.path.join(args.out, "throughput.png")
     fig.savefig(tp, dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = panels()
     drawn = 0
-    for s in servers:
-        point = next((p for p in points if p["server"] == s and p["concurrency"] == args.cdf_concurrency), None)
-        if point is None or not point.get("cdf"):
-            continue
-        pts = [(p["latency_us"] / 1000, p["q"] * 100) for p in point["cdf"] if p["latency_us"] is not None]
-        ax.plot([x for x, _ in pts], [y for _, y in pts], label=LABEL.get(s, s))
-        drawn += 1
-    ax.set_xscale("log")
     plain = FuncFormatter(lambda v, _: f"{v:g}")
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
-    ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.set_xlabel("latency (ms, log scale)")
-    ax.set_ylabel("percentile (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"latency CDF at concurrency {args.cdf_concurrency}; {title}", fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    if drawn:
+    for padding, ax in axes:
+        for s in servers:
+            point = next((p for p in points if p["server"] == s and p["concurrency"] == args.cdf_concurrency
+                          and p.get("padding", "max_length") == padding), None)
+            if point is None or not point.get("cdf"):
+                continue
+            pts = [(p["latency_us"] / 1000, p["q"] * 100) for p in point["cdf"] if p["latency_us"] is not None]
+            ax.plot([x for x, _ in pts], [y for _, y in pts], label=LABEL.get(s, s))
+            drawn += 1
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.set_xlabel("latency (ms, log scale)")
+        ax.set_ylabel("percentile (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{heading.get(padding, padding)}, concurrency {args.cdf_concurrency}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
         ax.legend()
+    fig.suptitle(f"latency CDF; {title}", fontsize=9)
     fig.tight_layout()
     cdf = os.path.join(args.out, "latency_cdf.png")
     fig.savefig(cdf, dpi=120)

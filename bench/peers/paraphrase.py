@@ -29,16 +29,23 @@ HIDDEN = 384
 
 
 class Tokenizer:
-    """Texts → (input_ids, attention_mask, token_type_ids), each INT64 [len(texts), max_length]."""
+    """Texts → (input_ids, attention_mask, token_type_ids), each INT64 [len(texts), length].
 
-    def __init__(self, path=TOKENIZER_JSON, max_length=MAX_LENGTH):
+    `padding="max_length"`: length is max_length; `"longest"`: the longest row's (as the
+    bert-tokenizer component's `padding = "longest"`).
+    """
+
+    def __init__(self, path=TOKENIZER_JSON, max_length=MAX_LENGTH, padding="max_length"):
         from tokenizers import Tokenizer as HfTokenizer
 
         tok = HfTokenizer.from_file(str(path))
         tok.no_truncation()
         tok.no_padding()
         tok.enable_truncation(max_length=max_length, stride=0, strategy="longest_first", direction="right")
-        tok.enable_padding(direction="right", pad_id=0, pad_type_id=0, pad_token="[PAD]", length=max_length)
+        if padding not in ("max_length", "longest"):
+            raise ValueError(f"padding is max_length or longest, not {padding!r}")
+        tok.enable_padding(direction="right", pad_id=0, pad_type_id=0, pad_token="[PAD]",
+                           length=max_length if padding == "max_length" else None)
         self._tok = tok
 
     def __call__(self, texts):

@@ -38,6 +38,8 @@ def main() -> int:
     ap.add_argument("--intra-threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     ap.add_argument("--protect-statistics", action="store_true",
                     help="keep PyTriton's default token on the statistics endpoint")
+    ap.add_argument("--padding", choices=("max_length", "longest"), default="max_length",
+                    help="the tokenizer's: to 128 tokens, or to the request's longest text")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -47,7 +49,7 @@ def main() -> int:
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
 
-    tok = Tokenizer()
+    tok = Tokenizer(padding=args.padding)
     model = MiniLM(intra_threads=args.intra_threads)
 
     def paraphrase_fn(requests):

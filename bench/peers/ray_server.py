@@ -53,7 +53,7 @@ import numpy as np  # noqa: E402
 GRPC_SERVICER = "tritonclient.grpc.service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server"
 
 
-def build_app(max_batch_calls, delay_us, intra_threads, model_cpus):
+def build_app(max_batch_calls, delay_us, intra_threads, model_cpus, padding="max_length"):
     from fastapi import FastAPI, Request, Response
     from ray import serve
     from starlette.responses import JSONResponse
@@ -65,7 +65,7 @@ def build_app(max_batch_calls, delay_us, intra_threads, model_cpus):
     @serve.deployment(**light)
     class Tokenize:
         def __init__(self):
-            self.tok = Tokenizer()
+            self.tok = Tokenizer(padding=padding)
 
         def __call__(self, texts):
             return self.tok(texts)
@@ -201,6 +201,8 @@ def main() -> int:
     ap.add_argument("--delay-us", type=int, default=500, help="minilm's @serve.batch wait")
     ap.add_argument("--intra-threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count())
+    ap.add_argument("--padding", choices=("max_length", "longest"), default="max_length",
+                    help="the tokenizer's: to 128 tokens, or to the request's longest text")
     ap.add_argument("--temp-dir", default=os.path.join(HERE, ".ray-tmp"),
                     help="Ray's session dir; keep it short (Unix socket paths ≤ 107 bytes)")
     args = ap.parse_args()
@@ -235,7 +237,7 @@ def main() -> int:
         serve.start(http_options={"host": "127.0.0.1", "port": args.http_port},
                     grpc_options=grpc_options, logging_config={"log_level": "WARNING"})
         model_cpus = args.intra_threads or args.num_cpus
-        serve.run(build_app(args.max_batch_calls, args.delay_us, args.intra_threads, model_cpus),
+        serve.run(build_app(args.max_batch_calls, args.delay_us, args.intra_threads, model_cpus, args.padding),
                   name="peers", route_prefix="/")
         grpc = f"127.0.0.1:{args.grpc_port}" if args.grpc_port else "off"
         print(f"RAY READY http=127.0.0.1:{args.http_port} grpc={grpc} pid={os.getpid()}", flush=True)

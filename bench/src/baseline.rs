@@ -8,9 +8,10 @@
 //!   "WASM" is the tokenizer and embedding-post components called as the
 //!   pipeline engine calls them (`Runtime::process` on a warm instance,
 //!   tensors in and out); "native" is the same Rust (`bert_tokenizer`,
-//!   `pooling`) as a native step would run it — read the input tensors,
+//!   `pooling`) as a native step would run it — read the input tensors (for
+//!   the post-processing, only the unmasked tokens, as the component does),
 //!   compute, build the output tensors; "native compute" is the function
-//!   alone.
+//!   alone on values already decoded.
 //!
 //! ```text
 //! conduit-bench baseline [--what model,steps] [--batch 2,8] [--warmup-s 2]
@@ -316,9 +317,15 @@ async fn steps(o: &Options) -> Result<Value> {
         Ok(())
     })
     .await?;
+    // The same algorithm as the component: only the unmasked tokens' values
+    // are read out of the tensor's bytes.
     let post_native = timed(o.steps_for, || async {
-        let (h, m) = (hidden.to_f32()?, mask.to_i64()?);
-        let (emb, sims) = pooling::embed_and_score(&h, &m, 2, SEQ, HIDDEN);
+        let raw = hidden.data();
+        let (emb, sims) =
+            pooling::embed_and_score_spans(&mask.to_i64()?, 2, SEQ, HIDDEN, |b, lo, hi| {
+                let at = |t: usize| (b * SEQ + t) * HIDDEN * 4;
+                Ok::<_, anyhow::Error>(pooling::f32s_from_le(&raw[at(lo)..at(hi)]))
+            })?;
         black_box([
             Tensor::from_f32(vec![2, HIDDEN as i64], &emb)?,
             Tensor::from_f32(vec![1], &sims)?,

@@ -54,6 +54,7 @@ fn main() -> Result<()> {
     let mut smoke = false;
     let mut overhead_only = false;
     let mut serving_only = false;
+    let mut overhead_json: Option<PathBuf> = None;
     let mut model = PathBuf::from("testdata/minilm/model.onnx");
     let mut engine = conduit_host::EngineConfig::default();
     while let Some(a) = args.next() {
@@ -69,6 +70,9 @@ fn main() -> Result<()> {
             "--smoke" => smoke = true,
             "--overhead-only" => overhead_only = true,
             "--serving-only" => serving_only = true,
+            "--overhead-json" => {
+                overhead_json = Some(args.next().context("--overhead-json needs a file")?.into())
+            }
             "--keep-resident" => {
                 engine.memory_keep_resident = args
                     .next()
@@ -76,7 +80,7 @@ fn main() -> Result<()> {
                     .parse()?
             }
             other => bail!(
-                "unknown argument `{other}` (use --components DIR [--model FILE.onnx] [--quick | --smoke] [--overhead-only | --serving-only] [--keep-resident BYTES])"
+                "unknown argument `{other}` (use --components DIR [--model FILE.onnx] [--quick | --smoke] [--overhead-only | --serving-only | --overhead-json OUT] [--keep-resident BYTES])"
             ),
         }
     }
@@ -102,8 +106,14 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    if serving_only {
-        return rt.block_on(serving::run(&dir, &model, budget, smoke));
+    if serving_only || overhead_json.is_some() {
+        return rt.block_on(serving::run(
+            &dir,
+            &model,
+            budget,
+            smoke,
+            overhead_json.as_deref(),
+        ));
     }
     rt.block_on(run(dir, model, budget, engine, overhead_only, smoke))
 }
@@ -359,7 +369,7 @@ async fn run(
     }
     registration_table(&dir, budget).await?;
     models::run(&model, budget, smoke).await?;
-    serving::run(&dir, &model, budget, smoke).await
+    serving::run(&dir, &model, budget, smoke, None).await
 }
 
 /// 4. Registration, measured `n` times on fresh data directories.

@@ -83,6 +83,29 @@ async fn component_matches_python_tokenizers_on_the_corpus() {
     }
 }
 
+/// The corpus texts `batch` in one call of the tokenizer `c`.
+async fn tokenize_texts(
+    rt: &conduit_host::Runtime,
+    c: &conduit_host::Component,
+    cases: &[Case],
+    batch: &[usize],
+    params: &[conduit_host::Param],
+) -> Vec<(String, Tensor)> {
+    let text = Tensor::from_byte_strings(
+        vec![batch.len() as i64],
+        batch.iter().map(|&i| cases[i].text.as_str()),
+    )
+    .unwrap();
+    rt.process(
+        c,
+        vec![("text".into(), text)],
+        params,
+        &ctx(SandboxLimits::default(), None),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn batched_texts_equal_one_at_a_time() {
     let (cases, expected) = load_corpus();
@@ -92,26 +115,51 @@ async fn batched_texts_equal_one_at_a_time() {
     assert!(batch.len() >= 50);
     let rt = runtime();
     let c = rt.load(&component_bytes("bert-tokenizer")).await.unwrap();
-    let text = Tensor::from_byte_strings(
-        vec![batch.len() as i64],
-        batch.iter().map(|&i| cases[i].text.as_str()),
-    )
-    .unwrap();
-    let out = rt
-        .process(
-            &c,
-            vec![("text".into(), text)],
-            &[],
-            &ctx(SandboxLimits::default(), None),
-        )
-        .await
-        .unwrap();
+    let out = tokenize_texts(&rt, &c, &cases, &batch, &[]).await;
     assert_eq!(
         output(&out, "attention_mask").shape(),
         &[batch.len() as i64, 128]
     );
     for (row, &i) in batch.iter().enumerate() {
         assert_eq!(rows(&out, row, 128), expected[i], "row {row} (case {i})");
+    }
+}
+
+#[tokio::test]
+async fn padding_to_the_longest_cuts_every_row_to_the_longest_text() {
+    let (cases, expected) = load_corpus();
+    let rt = runtime();
+    let c = rt.load(&component_bytes("bert-tokenizer")).await.unwrap();
+    let singles: Vec<usize> = (0..cases.len())
+        .filter(|&i| cases[i].pair.is_none() && cases[i].max_length == 128)
+        .collect();
+    // Short texts (the longest row sets the width) and the whole set.
+    for batch in [&singles[..3], &singles[..]] {
+        let out = tokenize_texts(&rt, &c, &cases, batch, &[str_param("padding", "longest")]).await;
+        let longest = batch
+            .iter()
+            .map(|&i| expected[i].attention_mask.iter().sum::<i64>() as usize)
+            .max()
+            .unwrap();
+        assert!(longest < 128 || batch.len() > 3, "a short batch is short");
+        assert_eq!(
+            output(&out, "input_ids").shape(),
+            &[batch.len() as i64, longest as i64]
+        );
+        for (row, &i) in batch.iter().enumerate() {
+            let want = &expected[i];
+            let cut = |v: &Vec<i64>| v[..longest].to_vec();
+            assert_eq!(
+                rows(&out, row, longest),
+                Expected {
+                    input_ids: cut(&want.input_ids),
+                    attention_mask: cut(&want.attention_mask),
+                    token_type_ids: cut(&want.token_type_ids),
+                },
+                "row {row} (case {i})"
+            );
+            assert!(want.attention_mask[longest..].iter().all(|&m| m == 0));
+        }
     }
 }
 
@@ -135,6 +183,11 @@ async fn bad_tokenizer_input_is_a_clear_guest_error() {
             Tensor::from_byte_strings(vec![1], ["ok"]).unwrap(),
             vec![int_param("max_length", 100_000)],
             "max_length",
+        ),
+        (
+            Tensor::from_byte_strings(vec![1], ["ok"]).unwrap(),
+            vec![str_param("padding", "shortest")],
+            "padding",
         ),
     ];
     for (t, params, needle) in cases {

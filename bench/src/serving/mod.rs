@@ -35,14 +35,35 @@ const ADD_MODEL: &str = "testdata/fixtures/add.onnx";
 /// The tokenizer outputs MiniLM takes.
 const ENCODER_INPUTS: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
 
-/// Runs the serving tables.
-pub async fn run(dir: &Path, model: &Path, budget: Budget, smoke: bool) -> Result<()> {
+/// Runs the serving tables; with `overhead_json`, only the overhead table,
+/// whose numbers also go to that file as JSON (for bench/suite.py).
+pub async fn run(
+    dir: &Path,
+    model: &Path,
+    budget: Budget,
+    smoke: bool,
+    overhead_json: Option<&Path>,
+) -> Result<()> {
     let scratch =
         std::env::temp_dir().join(format!("conduit-bench-serving-{}", std::process::id()));
     let server = Server::start(scratch).await?;
-    let result = scenarios(&server, dir, model, budget, smoke).await;
+    let result = scenarios(&server, dir, model, budget, smoke, overhead_json.is_none()).await;
     let stopped = server.stop().await;
-    result.and(stopped)
+    let o = result?;
+    stopped?;
+    if let Some(path) = overhead_json {
+        let doc = serde_json::json!({
+            "tool": "conduit-bench --overhead-json",
+            "model": "add.onnx [1, 4] FP32, one row, concurrency 1",
+            "data_plane_us": o.data_plane_us,
+            "beyond_transport_floor_us": o.beyond_transport_floor_us,
+            "round_trip_minus_executor_us": o.round_trip_minus_executor_us,
+            "server_live_us": o.server_live_us,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 async fn scenarios(
@@ -51,7 +72,8 @@ async fn scenarios(
     model: &Path,
     budget: Budget,
     smoke: bool,
-) -> Result<()> {
+    loads: bool,
+) -> Result<overhead::Overhead> {
     // Register what the pipeline uses, then the pipeline, then `add`.
     let registry = RegistryClient::connect(&server.url, &server.key).await?;
     let tokenizer = read(&dir.join("bert_tokenizer.wasm"))?;
@@ -148,6 +170,9 @@ async fn scenarios(
         "minilm last_hidden_state has shape {shape:?}, expected [2, {seq}, 384]"
     );
 
+    if !loads {
+        return overhead::overhead(server, &mut client, &add, &add_hints, budget, smoke).await;
+    }
     let window = if smoke {
         Window {
             warmup: Duration::ZERO,

@@ -22,6 +22,19 @@ fn served_totals(server: &Server) -> Result<(u64, u64)> {
         .fold((0, 0), |(n, ns), (_, c)| (n + c.success, ns + c.success_ns)))
 }
 
+/// The overhead numbers (µs, p50), also written by `--overhead-json`.
+#[derive(Debug, Clone, Copy)]
+pub struct Overhead {
+    /// `Serving::infer` − executor, in process (the goal: ≤ 30 µs).
+    pub data_plane_us: f64,
+    /// gRPC `ModelInfer` − `ServerLive` round trip.
+    pub beyond_transport_floor_us: f64,
+    /// gRPC round trip − executor: all a client pays beyond the model.
+    pub round_trip_minus_executor_us: f64,
+    /// gRPC `ServerLive` round trip: the transport floor.
+    pub server_live_us: f64,
+}
+
 /// Measures and prints the overhead tables on `add` ([1, 4] FP32), concurrency 1.
 pub(super) async fn overhead(
     server: &Server,
@@ -30,7 +43,7 @@ pub(super) async fn overhead(
     hints: &ExecutorHints,
     budget: Budget,
     smoke: bool,
-) -> Result<()> {
+) -> Result<Overhead> {
     let x = Tensor::from_f32(vec![1, 4], &[1.0, 2.0, 3.0, 4.0])?;
     let inputs: NamedTensors = vec![("x".into(), x)];
     let wire = request("add", &inputs);
@@ -187,5 +200,10 @@ pub(super) async fn overhead(
         "| gRPC round trip − executor (p50 difference): all a client pays beyond the model | {:.1} | |",
         us(round_trip.0) - us(direct.0)
     );
-    Ok(())
+    Ok(Overhead {
+        data_plane_us: data_plane,
+        beyond_transport_floor_us: beyond_floor,
+        round_trip_minus_executor_us: us(round_trip.0) - us(direct.0),
+        server_live_us: us(live.0),
+    })
 }

@@ -89,6 +89,46 @@ pub fn embed_and_score(
     (emb, sims)
 }
 
+/// [`embed_and_score`] reading only each sequence's unmasked token range:
+/// `span(b, lo, hi)` returns the `(hi - lo) * dim` hidden values of sequence
+/// `b`'s tokens `lo..hi` (see [`unmasked_span`]). With padding to a fixed
+/// length most of a `last_hidden_state` is padding; a caller whose reads
+/// cost (a component copying host memory in) reads just what is pooled.
+/// The result equals [`embed_and_score`] on the whole tensor, bit for bit.
+///
+/// # Errors
+/// The first error `span` returns.
+pub fn embed_and_score_spans<E>(
+    mask: &[i64],
+    batch: usize,
+    seq: usize,
+    dim: usize,
+    mut span: impl FnMut(usize, usize, usize) -> Result<Vec<f32>, E>,
+) -> Result<(Vec<f32>, Vec<f32>), E> {
+    let mut emb = Vec::with_capacity(batch * dim);
+    for b in 0..batch {
+        let row_mask = &mask[b * seq..(b + 1) * seq];
+        match unmasked_span(row_mask) {
+            Some((lo, hi)) => {
+                let tokens = span(b, lo, hi)?;
+                emb.extend(mean_pool(&tokens, &row_mask[lo..hi], 1, hi - lo, dim));
+            }
+            None => emb.extend(std::iter::repeat_n(0.0, dim)),
+        }
+    }
+    l2_normalize(&mut emb, dim);
+    let sims = cosine_pairs(&emb, dim);
+    Ok((emb, sims))
+}
+
+/// Little-endian FP32 bytes as values (a tensor's raw KServe v2 data).
+pub fn f32s_from_le(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +150,22 @@ mod tests {
         assert_eq!((lo, hi), (1, 5));
         let span = mean_pool(&hidden[lo * dim..hi * dim], &mask[lo..hi], 1, hi - lo, dim);
         assert_eq!(span, mean_pool(&hidden, &mask, 1, seq, dim));
+    }
+
+    #[test]
+    fn reading_spans_equals_reading_everything() {
+        let (batch, seq, dim) = (3, 5, 4);
+        let hidden: Vec<f32> = (0..batch * seq * dim)
+            .map(|i| (i as f32 * 0.91).cos())
+            .collect();
+        let mask = [1, 1, 1, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0];
+        let spans = embed_and_score_spans::<()>(&mask, batch, seq, dim, |b, lo, hi| {
+            Ok(hidden[(b * seq + lo) * dim..(b * seq + hi) * dim].to_vec())
+        })
+        .unwrap();
+        assert_eq!(spans, embed_and_score(&hidden, &mask, batch, seq, dim));
+        let bytes: Vec<u8> = hidden.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(f32s_from_le(&bytes), hidden);
     }
 
     #[test]

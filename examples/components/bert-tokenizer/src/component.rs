@@ -1,6 +1,6 @@
 //! The `conduit:compute` processor export (compiled for `wasm32` only).
 
-use crate::{DEFAULT_MAX_LENGTH, MAX_MAX_LENGTH, encode_batch};
+use crate::{DEFAULT_MAX_LENGTH, MAX_MAX_LENGTH, encode_batch, trim_to_longest};
 use conduit_guest::{DataType, Error, Inputs, Outputs, Params, Processor, Signature, Tensor};
 
 struct BertTokenizer;
@@ -23,6 +23,15 @@ impl Processor for BertTokenizer {
             )));
         }
         let max_length = max_length as usize;
+        let longest = match params.str_or("padding", "max_length")? {
+            "max_length" => false,
+            "longest" => true,
+            other => {
+                return Err(Error::invalid_input(format!(
+                    "parameter `padding` must be \"max_length\" or \"longest\", got {other:?}"
+                )));
+            }
+        };
 
         let dtype = text.dtype();
         if dtype != DataType::Bytes {
@@ -84,7 +93,12 @@ impl Processor for BertTokenizer {
             encode_batch(&strings, None, max_length)
         };
 
-        let out_shape = [batch as i64, max_length as i64];
+        let (encoding, length) = if longest {
+            trim_to_longest(encoding, batch, max_length)
+        } else {
+            (encoding, max_length)
+        };
+        let out_shape = [batch as i64, length as i64];
         Ok(Outputs::new()
             .with(
                 "input_ids",

@@ -14,11 +14,16 @@
 //!   `i` is `(text, pair)`), `[batch, 1]`, or rank 1 `[batch]` (single texts; also
 //!   accepted although the declared rank is 2).
 //!
-//! Parameter:
+//! Parameters:
 //! - `max_length`: integer, default 128, `2..=512` (at least 3 for pairs). Each row is
-//!   truncated (longest first) and padded to exactly this many tokens.
+//!   truncated (longest first) to at most this many tokens.
+//! - `padding`: `"max_length"` (default: every row padded to exactly `max_length`) or
+//!   `"longest"` (rows padded to the longest row of the request, as HF `tokenizers`
+//!   without a padding length does). An encoder's cost grows with the sequence length:
+//!   two short sentences padded to their longest are ~16 tokens, not 128.
 //!
-//! Outputs, each `INT64 [batch, max_length]` (declared `[-1, -1]`):
+//! Outputs, each `INT64 [batch, length]` (declared `[-1, -1]`), `length` being
+//! `max_length` or the longest row's:
 //! - `input_ids`, `attention_mask`, `token_type_ids`.
 //!
 //! Wrong dtype, rank or second dimension, non-UTF-8 text and out-of-range parameters
@@ -34,6 +39,43 @@
 mod tokenizer;
 
 pub use tokenizer::{Encoding, encode, encode_batch, id_to_token, vocab_size};
+
+/// Cuts the rows of a right-padded batch encoding (`batch` rows of `width`
+/// tokens) to the longest row's real tokens (at least 1 column); returns the
+/// encoding and its new width. Rows are unchanged up to that width: each
+/// row's real tokens come first, then padding.
+///
+/// ```
+/// let e = bert_tokenizer::encode_batch(&["a b c d e", "hi"], None, 16);
+/// let (short, width) = bert_tokenizer::trim_to_longest(e.clone(), 2, 16);
+/// assert_eq!(width, 7); // [CLS] a b c d e [SEP]
+/// assert_eq!(short.input_ids[..7], e.input_ids[..7]);
+/// assert_eq!(short.input_ids[7..], e.input_ids[16..23]);
+/// ```
+pub fn trim_to_longest(encoding: Encoding, batch: usize, width: usize) -> (Encoding, usize) {
+    let longest = encoding
+        .attention_mask
+        .chunks_exact(width.max(1))
+        .map(|row| row.iter().rposition(|&m| m != 0).map_or(0, |i| i + 1))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    if longest >= width {
+        return (encoding, width);
+    }
+    let cut = |v: Vec<i64>| -> Vec<i64> {
+        v.chunks_exact(width)
+            .take(batch)
+            .flat_map(|row| row[..longest].iter().copied())
+            .collect()
+    };
+    let trimmed = Encoding {
+        input_ids: cut(encoding.input_ids),
+        attention_mask: cut(encoding.attention_mask),
+        token_type_ids: cut(encoding.token_type_ids),
+    };
+    (trimmed, longest)
+}
 
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;

@@ -37,35 +37,17 @@ mod component {
                 )));
             }
             let (batch, seq, dim) = (hs[0] as usize, hs[1] as usize, hs[2] as usize);
-            let mask = mask.to_i64()?;
             // Read only each sequence's unmasked tokens: with padding to a
             // fixed length most of `last_hidden_state` is padding (a pair of
             // short sentences at 128 tokens: ~40 KB read instead of 393 KB).
-            let mut emb = Vec::with_capacity(batch * dim);
-            for b in 0..batch {
-                let row_mask = &mask[b * seq..(b + 1) * seq];
-                let Some((lo, hi)) = pooling::unmasked_span(row_mask) else {
-                    emb.extend(std::iter::repeat_n(0.0, dim));
-                    continue;
-                };
-                let raw = hidden.read_raw(
-                    ((b * seq + lo) * dim * 4) as u64,
-                    ((hi - lo) * dim * 4) as u64,
-                )?;
-                let tokens: Vec<f32> = raw
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                emb.extend(pooling::mean_pool(
-                    &tokens,
-                    &row_mask[lo..hi],
-                    1,
-                    hi - lo,
-                    dim,
-                ));
-            }
-            pooling::l2_normalize(&mut emb, dim);
-            let sims = pooling::cosine_pairs(&emb, dim);
+            let (emb, sims) =
+                pooling::embed_and_score_spans(&mask.to_i64()?, batch, seq, dim, |b, lo, hi| {
+                    let raw = hidden.read_raw(
+                        ((b * seq + lo) * dim * 4) as u64,
+                        ((hi - lo) * dim * 4) as u64,
+                    )?;
+                    Ok::<_, Error>(pooling::f32s_from_le(&raw))
+                })?;
             Ok(Outputs::new()
                 .with("similarity", Tensor::from_f32(&[sims.len() as i64], sims)?)
                 .with(
