@@ -115,7 +115,7 @@ async fn batched_texts_equal_one_at_a_time() {
     assert!(batch.len() >= 50);
     let rt = runtime();
     let c = rt.load(&component_bytes("bert-tokenizer")).await.unwrap();
-    let out = tokenize_texts(&rt, &c, &cases, &batch, &[]).await;
+    let out = tokenize_texts(rt, &c, &cases, &batch, &[]).await;
     assert_eq!(
         output(&out, "attention_mask").shape(),
         &[batch.len() as i64, 128]
@@ -135,7 +135,7 @@ async fn padding_to_the_longest_cuts_every_row_to_the_longest_text() {
         .collect();
     // Short texts (the longest row sets the width) and the whole set.
     for batch in [&singles[..3], &singles[..]] {
-        let out = tokenize_texts(&rt, &c, &cases, batch, &[str_param("padding", "longest")]).await;
+        let out = tokenize_texts(rt, &c, &cases, batch, &[str_param("padding", "longest")]).await;
         let longest = batch
             .iter()
             .map(|&i| expected[i].attention_mask.iter().sum::<i64>() as usize)
