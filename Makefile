@@ -44,7 +44,7 @@ lint: model
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets --features "$(FEATURES)" -- -D warnings
 
-bench: components build minilm-reference
+bench: components build fixtures minilm-reference
 	$(CARGO) run --release -p conduit-bench --features conduit-bench/tract -- --components $(WASM_DIR)
 
 ## The benchmark suite (bench/suite.py): Conduit against PyTriton, Ray Serve and in-process
@@ -53,7 +53,7 @@ bench: components build minilm-reference
 SUITE_OUT  ?= bench/peers/.logs/suite
 SUITE_ARGS ?=
 .PHONY: bench-suite
-bench-suite: components build onnx-model minilm-reference
+bench-suite: components build fixtures onnx-model minilm-reference
 	bash bench/peers/setup.sh
 	$(CARGO) build --release -p conduit-bench --features conduit-bench/tract
 	bench/peers/.venv/bin/python bench/suite.py --out $(SUITE_OUT) $(SUITE_ARGS)
