@@ -56,7 +56,8 @@ SUITE_ARGS ?=
 bench-suite: components build fixtures onnx-model minilm-reference
 	bash bench/peers/setup.sh
 	$(CARGO) build --release -p conduit-bench --features conduit-bench/tract
-	bench/peers/.venv/bin/python bench/suite.py --out $(SUITE_OUT) $(SUITE_ARGS)
+	bench/peers/.venv/bin/python bench/suite.py --out $(SUITE_OUT) --conduit $(CONDUIT) \
+	    --bench $(TARGET_DIR)/release/conduit-bench --wasm-dir $(WASM_DIR) $(SUITE_ARGS)
 	bench/peers/.venv/bin/python bench/plot.py --out $(SUITE_OUT)
 
 build:
