@@ -56,7 +56,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -242,27 +241,8 @@ class Conduit:
     def stop(self, timeout=60):
         if self.proc is None:
             return 0.0, {}
-        t0 = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                print(f"  conduit: no exit {timeout} s after SIGTERM; killing its process group", file=sys.stderr)
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        took = time.monotonic() - t0
-        left = {}
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit() or int(pid) == os.getpid():
-                continue
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if self.tmp and self.tmp in cmd:
-                left[int(pid)] = cmd
+        took = smoke.terminate(self.proc, "conduit", timeout)
+        left = smoke.pids_with_marks([self.tmp]) if self.tmp else {}
         self.log.close()
         if self.tmp:
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -633,8 +613,7 @@ def scenario_p5(args, failures):
             res["p50_ms"] = median([d["latency_us"]["p50"] / 1e3 for d in ok])
             res["p99_ms"] = max(d["latency_us"]["p99"] / 1e3 for d in ok) if ok else None
             res["runs"] = runs
-            metrics = server.cli(["list"], timeout=60)
-            res["list"] = metrics[-2000:]
+            res["list"] = server.cli(["list"], timeout=60)[-2000:]
             rss = res["after_load_kib"]["VmRSS"] / 1024
             print(f"  {arm}: RSS {res['loaded_kib']['VmRSS'] / 1024:.0f} MiB after the first answers, "
                   f"{rss:.0f} MiB after load (peak {res['after_load_kib']['VmHWM'] / 1024:.0f} MiB); "

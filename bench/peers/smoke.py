@@ -156,19 +156,34 @@ TARGETS = {
 # ---------------------------------------------------------------------------------- servers
 
 
-def _pids_with_marks():
+def pids_with_marks(marks=LEFTOVER_MARKS):
+    """{pid: command line} of every process (but this one) whose command line holds one of `marks`."""
     out = {}
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+        if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
-        if any(m in cmd for m in LEFTOVER_MARKS):
+        if any(m in cmd for m in marks):
             out[int(pid)] = cmd
     return out
+
+
+def terminate(proc, what, timeout=60):
+    """SIGTERM `proc` and wait for it (SIGKILL its process group after `timeout` s); returns the seconds taken."""
+    t0 = time.monotonic()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            print(f"  {what}: no exit {timeout} s after SIGTERM; killing its process group", file=sys.stderr)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return time.monotonic() - t0
 
 
 class NoServer:
@@ -201,7 +216,7 @@ class Server:
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     raise RuntimeError(f"port {port} is already in use: is another peer server running?")
-        self.before = _pids_with_marks()
+        self.before = pids_with_marks()
         t0 = time.monotonic()
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=self.log, text=True,
@@ -228,21 +243,11 @@ class Server:
         """SIGTERM, wait; returns (seconds to exit, leftover processes as {pid: cmdline})."""
         if self.proc is None:
             return 0.0, {}
-        t0 = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                print(f"  {self.kind}: no exit {timeout} s after SIGTERM; killing its process group",
-                      file=sys.stderr)
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        took = time.monotonic() - t0
+        took = terminate(self.proc, self.kind, timeout)
         # Children may take a moment to notice their parent left.
         deadline = time.monotonic() + 15
         while True:
-            left = {p: c for p, c in _pids_with_marks().items() if p not in self.before and p != os.getpid()}
+            left = {p: c for p, c in pids_with_marks().items() if p not in self.before}
             if not left or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
