@@ -11,15 +11,18 @@ CONDUIT      := $(TARGET_DIR)/release/conduit
 
 # Guest components built for wasm32-wasip2 (examples and test components).
 COMPONENTS := bert-tokenizer embedding-post softmax-topk embed-pipeline \
-              adversary tensor-ops wrong-world
+              adversary tensor-ops wrong-world slow-describe huge-signature
 # Native crates whose unit tests run too (guest logic, the SDK's doc examples).
 NATIVE_TESTS := -p conduit -p conduit-host -p conduit-registry -p conduit-proto \
                 -p conduit-guest -p pooling \
                 -p bert-tokenizer -p softmax-topk
 
 # ONNX Runtime for the `ort` backend: the shared library of the onnxruntime
-# wheel installed in the venv (resolved when a recipe runs, after `venv`).
-ORT_DYLIB_PATH ?= $(abspath $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*)))
+# wheel installed in the venv. A recursive variable expanded by the shell each
+# time a recipe runs: `$(wildcard)` would read make's directory cache, taken
+# before `venv` created the library, and a fresh clone's first `make test` or
+# `make demo` would get an empty path.
+ORT_DYLIB_PATH ?= $(shell ls -1 $(CURDIR)/$(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n1)
 export ORT_DYLIB_PATH
 # Features the tests build with: tract is a long build, but CI tests it too.
 FEATURES     ?= conduit/tract

@@ -290,10 +290,20 @@ pub async fn inspect(conn: &Connection, reference: &str, json: bool) -> Result<(
         );
     }
     for t in &m.signature.inputs {
-        println!("input       {}: {} {:?}", t.name, t.datatype, t.shape);
+        println!(
+            "input       {}: {} {:?}",
+            printable(&t.name),
+            t.datatype,
+            t.shape
+        );
     }
     for t in &m.signature.outputs {
-        println!("output      {}: {} {:?}", t.name, t.datatype, t.shape);
+        println!(
+            "output      {}: {} {:?}",
+            printable(&t.name),
+            t.datatype,
+            t.shape
+        );
     }
     Ok(())
 }
@@ -353,4 +363,20 @@ pub async fn gc(conn: &Connection, grace_seconds: Option<u64>) -> Result<()> {
         r.blobs_kept
     );
     Ok(())
+}
+
+/// `text` with control characters (escape sequences, newlines) written as
+/// escapes: names come from other people's uploads and must not drive the
+/// terminal or forge output lines.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }

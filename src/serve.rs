@@ -4,7 +4,9 @@
 
 use anyhow::{Context, Result};
 use conduit_host::executor::Backends;
-use conduit_host::serving::{Serving, ServingConfig, ServingLimits, grpc::InferenceService};
+use conduit_host::serving::{
+    ConnectionLimits, HoldGuardLayer, Serving, ServingConfig, ServingLimits, grpc::InferenceService,
+};
 use conduit_host::{EngineConfig, Runtime, RuntimeConfig, RuntimeValidator};
 use conduit_registry::{Registry, RegistryConfig, RegistryService, TenantLimits};
 use std::net::SocketAddr;
@@ -44,6 +46,16 @@ pub struct ServeArgs {
     /// `dev`: largest inference request (gRPC message or HTTP body), in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     pub max_request_bytes: usize,
+    /// `dev`: largest inference answer, in bytes (every output counted in full).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_response_bytes: usize,
+    /// `dev`: connections open at once on each data-plane listener.
+    #[arg(long, default_value_t = ConnectionLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// `dev`: the bearer key `/metrics` requires (Prometheus `authorization`);
+    /// admin tenants' API keys are accepted too. Unset: admin keys only.
+    #[arg(long, env = "CONDUIT_METRICS_KEY", hide_env_values = true)]
+    pub metrics_key: Option<String>,
 }
 
 /// Where `conduit dev` keeps the admin key of its own data directory.
@@ -140,25 +152,35 @@ pub async fn serve(args: ServeArgs, dev: bool) -> Result<()> {
             limits,
             model_memory_budget: args.model_memory_mib << 20,
             max_request_bytes: args.max_request_bytes,
+            max_response_bytes: args.max_response_bytes,
+            connections: ConnectionLimits {
+                max_connections: args.max_connections,
+                ..ConnectionLimits::default()
+            },
+            metrics_key: args.metrics_key.clone(),
         },
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let connections = serving.config().connections;
     let grpc = tonic::transport::Server::builder()
+        // Dead peers are found by keep-alive pings; a tenant's permit lasts
+        // until its answer is sent (HoldGuardLayer).
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .layer(HoldGuardLayer)
         .add_service(RegistryService::new(registry).into_server())
         .add_service(InferenceService::new(serving.clone()).into_server())
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            conduit_host::serving::incoming(conduit_host::serving::accept_limited(
+                listener,
+                connections.max_connections,
+            )),
             stopped(stop_rx.clone()),
         );
-    // Small requests and answers go out at once (no Nagle delay).
-    let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let rest = axum::serve(http, conduit_host::serving::http::router(serving))
-        .with_graceful_shutdown(stopped(stop_rx));
+    let rest = conduit_host::serving::serve_http(http, serving, stopped(stop_rx));
     let signal = async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);

@@ -8,7 +8,8 @@
 //! 5. model executors on all-MiniLM-L6-v2: throughput per backend and batch,
 //!    the executor queue vs the backend called directly, batching's gain,
 //! 6. serving over KServe v2 gRPC: closed-loop load on a pipeline and a
-//!    model, and the data plane's overhead per request on a tiny model.
+//!    model, and the data plane's overhead per request on a tiny model,
+//! 7. isolation: a victim tenant's latency alone and under each attack.
 //!
 //! Run with `make bench` (or `cargo run --release -p conduit-bench -- --components DIR`).
 //! `--quick` measures for less time; `--smoke` only checks every scenario
@@ -21,6 +22,7 @@
 
 mod baseline;
 mod harness;
+mod isolation;
 mod loadgen;
 mod models;
 mod registration;
@@ -133,14 +135,19 @@ impl Bench {
         Ok(self.runtime.load(&bytes).await?)
     }
 
-    async fn call(&self, c: &Component, inputs: &[(String, Tensor)], params: &[Param]) -> Stats {
+    async fn call(
+        &self,
+        c: &Arc<Component>,
+        inputs: &[(String, Tensor)],
+        params: &[Param],
+    ) -> Stats {
         self.call_in(&self.ctx, c, inputs, params).await
     }
 
     async fn call_in(
         &self,
         ctx: &CallContext,
-        c: &Component,
+        c: &Arc<Component>,
         inputs: &[(String, Tensor)],
         params: &[Param],
     ) -> Stats {
@@ -367,6 +374,7 @@ async fn run(
             ratio(copied, routed)
         );
     }
+    isolation::run(&bench.runtime, &dir, budget.measure).await?;
     registration_table(&dir, budget).await?;
     models::run(&model, budget, smoke).await?;
     serving::run(&dir, &model, budget, smoke, None).await

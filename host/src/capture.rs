@@ -6,6 +6,24 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
+/// `text` with every control character (newline, carriage return, escape…)
+/// written as a Rust escape, so one guest record is one host log line and
+/// cannot forge others or drive a terminal.
+pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A byte budget shared by everything one call logs.
 #[derive(Debug, Clone)]
 pub(crate) struct LogBudget {
@@ -95,7 +113,8 @@ impl CapturedOutput {
     }
 
     fn emit(&self, line: &[u8]) {
-        let text = String::from_utf8_lossy(line);
+        let lossy = String::from_utf8_lossy(line);
+        let text = escape_controls(lossy.trim_end_matches('\r'));
         match self.stream {
             Stream::Stdout => {
                 tracing::info!(component = %self.component, stream = "stdout", "{text}")
@@ -143,5 +162,19 @@ impl AsyncWrite for CapturedOutput {
         _cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("plain text é"), "plain text é");
+        assert_eq!(
+            escape_controls("a\nINFO forged line\r\u{1b}[31mred"),
+            "a\\nINFO forged line\\r\\u{1b}[31mred"
+        );
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::bindings::PipelinePre;
 use crate::state::CallState;
-use crate::{Digest, RuntimeError, Signature, World};
+use crate::{Digest, GuestError, NamedTensors, RuntimeError, Signature, World};
 use std::sync::Arc;
 use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
@@ -38,6 +38,39 @@ impl Component {
     /// Its `describe()` signature.
     pub fn signature(&self) -> &Signature {
         &self.signature
+    }
+
+    /// `outputs` as `describe()` declared them: each name declared and
+    /// returned once, with the declared dtype, rank and fixed dimensions.
+    /// The data plane checks every component step with this (inputs are
+    /// checked against the same signature before the call).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Guest`] (an internal error of the component) naming
+    /// the first output that does not fit.
+    pub fn check_outputs(&self, outputs: NamedTensors) -> Result<NamedTensors, RuntimeError> {
+        let wrong = |m: String| Err(RuntimeError::Guest(GuestError::Internal(m)));
+        for (i, (name, tensor)) in outputs.iter().enumerate() {
+            if outputs[..i].iter().any(|(n, _)| n == name) {
+                return wrong(format!("output `{name}` was returned twice"));
+            }
+            let Some(spec) = self.signature.outputs.iter().find(|s| &s.name == name) else {
+                return wrong(format!(
+                    "output `{name}` is not among the outputs describe() declares"
+                ));
+            };
+            let fits = tensor.dtype() == spec.dtype && spec.admits_shape(tensor.shape());
+            if !fits {
+                return wrong(format!(
+                    "output `{name}` is {}{:?}, but describe() declares {}{:?} (-1: any)",
+                    tensor.dtype(),
+                    tensor.shape(),
+                    spec.dtype,
+                    spec.shape
+                ));
+            }
+        }
+        Ok(outputs)
     }
 }
 

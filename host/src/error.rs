@@ -85,9 +85,14 @@ pub enum RuntimeError {
     /// Any other trap (`unreachable`, a Rust panic, out-of-bounds access…).
     #[error("component trapped: {0}")]
     Trap(String),
-    /// Every instance slot is busy; retry later.
-    #[error("component runtime overloaded: all {0} instance slots are busy")]
-    Overloaded(u32),
+    /// The call could not start: every instance slot is busy, or the
+    /// tenant's share of the compute pool is; retry later.
+    #[error("component runtime overloaded: {0}")]
+    Overloaded(String),
+    /// Growing the component's memory would pass the tenant's or the host's
+    /// budget for all instances together; retry later.
+    #[error("component memory budget exhausted: {0}")]
+    MemoryBudget(String),
     /// A host-side failure that is not the component's fault.
     #[error("internal runtime error: {0}")]
     Internal(String),
@@ -107,6 +112,7 @@ impl RuntimeError {
             Self::Denied(_) => "denied",
             Self::Trap(_) => "trap",
             Self::Overloaded(_) => "overloaded",
+            Self::MemoryBudget(_) => "memory_budget",
             Self::Internal(_) => "internal",
         }
     }
@@ -121,6 +127,7 @@ impl RuntimeError {
                 | Self::OutputTooLarge(_)
                 | Self::Denied(_)
                 | Self::Trap(_)
+                | Self::MemoryBudget(_)
         )
     }
 }

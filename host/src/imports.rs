@@ -107,7 +107,7 @@ impl wit::HostTensor for CallState {
     }
 
     fn drop(&mut self, this: Resource<Tensor>) -> Result<()> {
-        self.table.delete(this)?;
+        self.remove_tensor(this)?;
         Ok(())
     }
 }
@@ -122,7 +122,7 @@ impl logging::Host for CallState {
         while !message.is_char_boundary(end) {
             end -= 1;
         }
-        let msg = &message[..end];
+        let msg = crate::capture::escape_controls(&message[..end]);
         let c = &*self.component;
         match level {
             logging::Level::Trace => tracing::trace!(component = c, "{msg}"),
@@ -143,7 +143,7 @@ impl model::Host for CallState {
     ) -> Result<Result<Vec<wit::NamedTensor>, wit::Error>> {
         let mut tensors = Vec::with_capacity(inputs.len());
         for input in inputs {
-            tensors.push((input.name, self.table.delete(input.tensor)?));
+            tensors.push((input.name, self.remove_tensor(input.tensor)?));
         }
         let Some(models) = self.models.clone() else {
             return Ok(Err(wit::Error::Unsupported(format!(

@@ -24,11 +24,13 @@
 //! ```
 
 mod bindings;
+mod budget;
 mod cache;
 mod call;
 mod capture;
 mod catalog;
 mod component;
+mod compute;
 mod convert;
 mod engine;
 mod error;
@@ -56,6 +58,6 @@ pub use limits::{EngineConfig, SandboxLimits};
 pub use model::{InferFuture, ModelBackend, NamedTensors};
 pub use onnx::{ModelParseError, onnx_signature};
 pub use runtime::{Runtime, RuntimeConfig};
-pub use signature::{Signature, TensorSpec, World};
-pub use tensor::{DataType, Tensor, TensorError, element_count};
+pub use signature::{MAX_SIGNATURE_TENSORS, MAX_TENSOR_NAME_BYTES, Signature, TensorSpec, World};
+pub use tensor::{DataType, MAX_RANK, Tensor, TensorError, element_count};
 pub use validator::{RuntimeValidator, registry_signature};

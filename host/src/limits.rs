@@ -55,6 +55,17 @@ pub struct EngineConfig {
     pub max_wasm_stack: usize,
     /// How often the epoch advances; deadlines are checked (and long calls yield) per tick.
     pub epoch_tick: Duration,
+    /// Idle warm instances older than this are torn down, returning their memory.
+    pub idle_instance_ttl: Duration,
+    /// Threads of the compute pool that runs guest code (off the request threads).
+    pub compute_threads: usize,
+    /// Component calls one tenant may run on the compute pool at once; more wait
+    /// (within their deadline) so that one tenant cannot fill the pool's run queue.
+    pub max_running_per_tenant: usize,
+    /// Linear memory all instances together may hold, in bytes.
+    pub instance_memory_budget: usize,
+    /// Linear memory the instances of one tenant may hold together, in bytes.
+    pub tenant_instance_memory_budget: usize,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +79,11 @@ impl Default for EngineConfig {
             memory_keep_resident: 0,
             max_wasm_stack: 512 << 10,
             epoch_tick: Duration::from_millis(2),
+            idle_instance_ttl: Duration::from_secs(10),
+            compute_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_running_per_tenant: 4,
+            instance_memory_budget: 6 << 30,
+            tenant_instance_memory_budget: 2 << 30,
         }
     }
 }

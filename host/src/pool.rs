@@ -4,8 +4,9 @@
 //! copy-on-write page faults and the TLB shootdowns of tearing the memory
 //! down); reusing a warm one costs a few µs. Instances are keyed by
 //! (component, tenant) so no state can cross tenants, recycled after a fixed
-//! number of calls, never reused after a trap, and evicted (oldest first)
-//! when the instance pool runs out of slots.
+//! number of calls, never reused after a trap or when the guest kept tensor
+//! handles past its call, evicted (oldest first) when the instance pool runs
+//! out of slots, and expired after an idle time so their memory goes back.
 
 use crate::Digest;
 use crate::bindings::Pipeline;
@@ -85,6 +86,23 @@ impl WarmPool {
             idle.remove(&key);
         }
         Some(warm)
+    }
+
+    /// Removes every instance idle for longer than `ttl`, so that its memory
+    /// (and its slot) goes back to the host.
+    pub(crate) fn expire(&self, ttl: std::time::Duration) -> Vec<Warm> {
+        let mut idle = self.idle.lock().expect("warm pool lock");
+        let mut expired = Vec::new();
+        idle.retain(|_, list| {
+            // Oldest first: `put` appends.
+            let keep_from = list
+                .iter()
+                .position(|w| w.idle_since.elapsed() < ttl)
+                .unwrap_or(list.len());
+            expired.extend(list.drain(..keep_from));
+            !list.is_empty()
+        });
+        expired
     }
 
     /// Removes every idle instance of `digest` (when it is unloaded).

@@ -3,20 +3,22 @@
 use crate::bindings::{
     Param, Pipeline, PipelinePre, WitError, conduit::compute::types::NamedTensor,
 };
+use crate::budget::MemoryBudgets;
 use crate::cache::Compiler;
 use crate::component::{Component, classify_world};
+use crate::compute::ComputePool;
 use crate::convert::from_wit_error;
 use crate::engine::{EpochTicker, build_engine, compatibility_key};
 use crate::linker::{DeniedImport, base_linker, component_linker};
 use crate::model::NamedTensors;
 use crate::pool::{PoolKey, Teardown, Warm, WarmPool};
-use crate::state::{CallState, MemoryLimitExceeded, OutputBudgetExceeded};
+use crate::state::{CallState, MemoryBudgetExhausted, MemoryLimitExceeded, OutputBudgetExceeded};
 use crate::{CallContext, Digest, EngineConfig, RuntimeError, SandboxLimits, Signature};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock, mpsc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 use wasmtime::component::Linker;
@@ -51,8 +53,10 @@ struct Inner {
     compiler: Compiler,
     config: EngineConfig,
     components: RwLock<HashMap<Digest, Arc<Component>>>,
-    warm: WarmPool,
+    warm: Arc<WarmPool>,
     admission: Arc<Semaphore>,
+    budgets: MemoryBudgets,
+    compute: ComputePool,
     waiting: AtomicU32,
     reaper: mpsc::Sender<Teardown>,
     _ticker: EpochTicker,
@@ -81,18 +85,21 @@ impl Runtime {
             })?;
         }
         let (reaper, doomed) = mpsc::channel::<Teardown>();
+        let warm = Arc::new(WarmPool::default());
+        let (pool, ttl) = (warm.clone(), config.engine.idle_instance_ttl);
         std::thread::Builder::new()
             .name("conduit-teardown".into())
-            .spawn(move || {
-                // Dropping a store returns its instance, memory and stack to the
-                // pool; the permit is released only once the slot is free again.
-                for Teardown { store, permit } in doomed {
-                    drop(store);
-                    drop(permit);
-                }
-            })
+            .spawn(move || teardown_loop(&doomed, &pool, ttl))
             .map_err(|e| RuntimeError::Internal(format!("spawning teardown thread: {e}")))?;
         let compiler = Compiler::new(engine.clone(), config.cache_dir, compatibility_key(&engine));
+        let budgets = MemoryBudgets::new(
+            config.engine.instance_memory_budget,
+            config.engine.tenant_instance_memory_budget,
+        );
+        let compute = ComputePool::new(
+            config.engine.compute_threads,
+            config.engine.max_running_per_tenant,
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 _ticker: EpochTicker::start(engine.clone(), config.engine.epoch_tick),
@@ -102,7 +109,9 @@ impl Runtime {
                 compiler,
                 config: config.engine,
                 components: RwLock::default(),
-                warm: WarmPool::default(),
+                warm,
+                budgets,
+                compute,
                 waiting: AtomicU32::new(0),
                 reaper,
             }),
@@ -143,6 +152,9 @@ impl Runtime {
             .describe(&pre, label.clone())
             .await
             .map_err(|e| RuntimeError::InvalidComponent(format!("describe() failed: {e}")))?;
+        signature
+            .check_bounds()
+            .map_err(|e| RuntimeError::InvalidComponent(format!("describe(): {e}")))?;
         let component = Arc::new(Component {
             digest,
             world,
@@ -187,16 +199,24 @@ impl Runtime {
 
     /// Runs `component.process(inputs, params)` for `ctx.tenant` in the sandbox.
     ///
+    /// The call runs on the compute pool (never on the caller's threads),
+    /// within the tenant's share of it, and its deadline covers everything:
+    /// waiting for a slot, instantiation, guest code and blocking WASI calls
+    /// (a sleeping guest stops at its deadline like a looping one).
+    ///
     /// # Errors
-    /// [`RuntimeError::Guest`] when the component returns an error; a trap
-    /// kind ([`RuntimeError::Timeout`], [`RuntimeError::MemoryLimit`],
-    /// [`RuntimeError::StackOverflow`], [`RuntimeError::OutputTooLarge`],
-    /// [`RuntimeError::Denied`], [`RuntimeError::Trap`]) when the sandbox stops
-    /// it; [`RuntimeError::Overloaded`] when every instance slot is busy and
-    /// either the wait queue is full or no slot frees up before the deadline.
+    /// [`RuntimeError::Guest`] when the component returns an error (outputs
+    /// are not checked here: see [`Component::check_outputs`]); a trap kind
+    /// ([`RuntimeError::Timeout`], [`RuntimeError::MemoryLimit`],
+    /// [`RuntimeError::MemoryBudget`], [`RuntimeError::StackOverflow`],
+    /// [`RuntimeError::OutputTooLarge`], [`RuntimeError::Denied`],
+    /// [`RuntimeError::Trap`]) when the sandbox stops it;
+    /// [`RuntimeError::Overloaded`] when every instance slot (or the tenant's
+    /// share of the compute pool) is busy and either the wait queue is full
+    /// or nothing frees up before the deadline.
     pub async fn process(
         &self,
-        component: &Component,
+        component: &Arc<Component>,
         inputs: NamedTensors,
         params: &[Param],
         ctx: &CallContext,
@@ -208,31 +228,48 @@ impl Runtime {
     /// instance (`true`) or reused a warm one.
     pub async fn process_traced(
         &self,
-        component: &Component,
+        component: &Arc<Component>,
         inputs: NamedTensors,
         params: &[Param],
         ctx: &CallContext,
     ) -> (Result<NamedTensors, RuntimeError>, bool) {
         let span =
             tracing::debug_span!("component", component = %component.label, tenant = %ctx.tenant);
-        let mut fresh = false;
-        let result = self
-            .process_inner(component, inputs, params, ctx, &mut fresh)
-            .instrument(span)
-            .await;
-        (result, fresh)
+        let limits = self.clamp(&ctx.limits);
+        let deadline = Instant::now() + limits.deadline;
+        let (this, component, params, ctx2) = (
+            self.clone(),
+            component.clone(),
+            params.to_vec(),
+            ctx.clone(),
+        );
+        let work = async move {
+            let mut fresh = false;
+            let result = this
+                .process_inner(
+                    &component, inputs, &params, &ctx2, &limits, deadline, &mut fresh,
+                )
+                .await;
+            (result, fresh)
+        }
+        .instrument(span);
+        match self.inner.compute.run(&ctx.tenant, deadline, work).await {
+            Ok(done) => done,
+            Err(e) => (Err(e), false),
+        }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn process_inner(
         &self,
         component: &Component,
         inputs: NamedTensors,
         params: &[Param],
         ctx: &CallContext,
+        limits: &SandboxLimits,
+        deadline: Instant,
         fresh: &mut bool,
     ) -> Result<NamedTensors, RuntimeError> {
-        let limits = self.clamp(&ctx.limits);
-        let deadline = Instant::now() + limits.deadline;
         let key: PoolKey = (component.digest, ctx.tenant.clone());
         let reuse = limits.reuse_instances;
         let warm = if reuse {
@@ -244,20 +281,31 @@ impl Runtime {
             Some(w) => w,
             None => {
                 *fresh = true;
-                self.instantiate(component, &limits, ctx, deadline).await?
+                self.instantiate(component, limits, ctx, deadline).await?
             }
         };
-        prepare(&mut warm.store, &limits, ctx, deadline);
-        let result = call_process(&warm.instance, &mut warm.store, inputs, params).await;
+        prepare(&mut warm.store, limits, ctx, deadline);
+        let call = call_process(&warm.instance, &mut warm.store, inputs, params);
+        // Epoch interruption stops guest code; this also stops a guest
+        // blocked in a host call (a WASI sleep or poll) at the deadline.
+        let result = tokio::time::timeout_at(deadline.into(), call)
+            .await
+            .unwrap_or_else(|_| Err(wasmtime::Error::new(Trap::Interrupt)));
         warm.uses += 1;
         let (outcome, healthy) = match result {
             Ok(Ok(outputs)) => (take_outputs(&mut warm.store, outputs), true),
             Ok(Err(e)) => (Err(RuntimeError::Guest(from_wit_error(e))), true),
-            // A trapped instance can never be entered again.
-            Err(e) => (Err(classify_trap(e, &limits)), false),
+            // A trapped (or interrupted) instance can never be entered again.
+            Err(e) => (Err(classify_trap(e, limits)), false),
         };
         warm.store.data().flush_logs();
-        if reuse && healthy && warm.uses < self.inner.config.max_instance_reuses {
+        // A guest that returns with tensor handles still open keeps them in
+        // its globals: reusing it would let host memory grow call after call.
+        let leftovers = warm.store.data().live_tensors();
+        if leftovers > 0 {
+            tracing::debug!(component = %component.label, leftovers, "instance kept tensors past its call; not reused");
+        }
+        if reuse && healthy && leftovers == 0 && warm.uses < self.inner.config.max_instance_reuses {
             if let Some(extra) =
                 self.inner
                     .warm
@@ -279,9 +327,15 @@ impl Runtime {
         ctx: &CallContext,
         deadline: Instant,
     ) -> Result<Warm, RuntimeError> {
-        let (mut store, permit) = self.new_store(component.label.clone(), deadline).await?;
+        let (mut store, permit) = self
+            .new_store(component.label.clone(), &ctx.tenant, deadline)
+            .await?;
         prepare(&mut store, limits, ctx, deadline);
-        match component.pre.instantiate_async(&mut store).await {
+        let made =
+            tokio::time::timeout_at(deadline.into(), component.pre.instantiate_async(&mut store))
+                .await
+                .unwrap_or_else(|_| Err(wasmtime::Error::new(Trap::Interrupt)));
+        match made {
             Ok(instance) => Ok(Warm {
                 store,
                 instance,
@@ -297,29 +351,42 @@ impl Runtime {
         }
     }
 
+    /// Reads a component's signature in a fresh instance, on the compute
+    /// pool, under its own deadline (instantiation and blocking calls included).
     async fn describe(
         &self,
         pre: &PipelinePre<CallState>,
         label: Arc<str>,
     ) -> Result<Signature, RuntimeError> {
-        let limits = SandboxLimits::default();
+        let limits = SandboxLimits {
+            deadline: DESCRIBE_DEADLINE,
+            ..SandboxLimits::default()
+        };
         let deadline = Instant::now() + limits.deadline;
-        let (mut store, permit) = self.new_store(label, deadline).await?;
-        arm_deadline(&mut store, deadline);
-        let result = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance
-                .conduit_compute_processor()
-                .call_describe(&mut store)
+        let (this, pre) = (self.clone(), pre.clone());
+        let work = async move {
+            let tenant: Arc<str> = DESCRIBE_TENANT.into();
+            let (mut store, permit) = this.new_store(label, &tenant, deadline).await?;
+            arm_deadline(&mut store, deadline);
+            let call = async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                instance
+                    .conduit_compute_processor()
+                    .call_describe(&mut store)
+                    .await
+            };
+            let result = tokio::time::timeout_at(deadline.into(), call)
                 .await
-        }
-        .await;
-        let outcome = result
-            .map(Signature::from)
-            .map_err(|e| classify_trap(e, &limits));
-        store.data().flush_logs();
-        self.teardown(Teardown { store, permit });
-        outcome
+                .unwrap_or_else(|_| Err(wasmtime::Error::new(Trap::Interrupt)));
+            let outcome = result
+                .map(Signature::from)
+                .map_err(|e| classify_trap(e, &limits));
+            store.data().flush_logs();
+            this.teardown(Teardown { store, permit });
+            outcome
+        };
+        let tenant: Arc<str> = DESCRIBE_TENANT.into();
+        self.inner.compute.run(&tenant, deadline, work).await?
     }
 
     /// Per-call limits within what the engine was built for.
@@ -343,7 +410,12 @@ impl Runtime {
             drop(store);
             return Ok(permit);
         }
-        let overloaded = || RuntimeError::Overloaded(inner.config.max_instances);
+        let overloaded = || {
+            RuntimeError::Overloaded(format!(
+                "all {} instance slots are busy",
+                inner.config.max_instances
+            ))
+        };
         if inner.waiting.fetch_add(1, Ordering::AcqRel) >= inner.config.max_waiting_calls {
             inner.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(overloaded());
@@ -360,17 +432,57 @@ impl Runtime {
     async fn new_store(
         &self,
         label: Arc<str>,
+        tenant: &Arc<str>,
         deadline: Instant,
     ) -> Result<(Store<CallState>, OwnedSemaphorePermit), RuntimeError> {
         let permit = self.admit(deadline).await?;
-        let mut store = Store::new(&self.inner.engine, CallState::new(label));
+        let mut state = CallState::new(label);
+        state.charge_to(self.inner.budgets.account(tenant));
+        let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| s);
         Ok((store, permit))
+    }
+
+    /// Bytes of linear memory all instances hold now, and the host's budget for it.
+    pub fn instance_memory(&self) -> (usize, usize) {
+        (self.inner.budgets.used(), self.inner.budgets.limit())
     }
 
     fn teardown(&self, doomed: impl Into<Teardown>) {
         if let Err(mpsc::SendError(doomed)) = self.inner.reaper.send(doomed.into()) {
             drop(doomed);
+        }
+    }
+}
+
+/// `describe()` at push gets this long, instantiation included.
+const DESCRIBE_DEADLINE: Duration = Duration::from_secs(1);
+/// The compute-pool share and memory account that `describe()` runs under:
+/// pushes of every tenant together take at most this share of the pool.
+const DESCRIBE_TENANT: &str = "<describe>";
+
+/// The teardown thread: drops stores sent to it (off the request path) and,
+/// between them, expires warm instances idle for longer than `ttl`.
+fn teardown_loop(doomed: &mpsc::Receiver<Teardown>, pool: &WarmPool, ttl: Duration) {
+    let sweep_every = (ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut last_sweep = Instant::now();
+    loop {
+        match doomed.recv_timeout(sweep_every) {
+            // Dropping a store returns its instance, memory and stack to the
+            // pool; the permit is released only once the slot is free again.
+            Ok(Teardown { store, permit }) => {
+                drop(store);
+                drop(permit);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        if last_sweep.elapsed() >= sweep_every {
+            last_sweep = Instant::now();
+            for Warm { store, permit, .. } in pool.expire(ttl) {
+                drop(store);
+                drop(permit);
+            }
         }
     }
 }
@@ -411,7 +523,7 @@ async fn call_process(
     for (name, tensor) in inputs {
         handles.push(NamedTensor {
             name,
-            tensor: store.data_mut().table.push(tensor)?,
+            tensor: store.data_mut().push_input(tensor)?,
         });
     }
     instance
@@ -424,12 +536,12 @@ fn take_outputs(
     store: &mut Store<CallState>,
     outputs: Vec<NamedTensor>,
 ) -> Result<NamedTensors, RuntimeError> {
-    let table = &mut store.data_mut().table;
+    let state = store.data_mut();
     outputs
         .into_iter()
         .map(|o| {
-            let tensor = table
-                .delete(o.tensor)
+            let tensor = state
+                .remove_tensor(o.tensor)
                 .map_err(|e| RuntimeError::Internal(format!("output `{}`: {e}", o.name)))?;
             Ok((o.name, tensor))
         })
@@ -443,6 +555,9 @@ fn classify_trap(e: wasmtime::Error, limits: &SandboxLimits) -> RuntimeError {
             limit: m.limit,
             requested: m.requested,
         };
+    }
+    if let Some(b) = e.downcast_ref::<MemoryBudgetExhausted>() {
+        return RuntimeError::MemoryBudget(b.to_string());
     }
     if let Some(o) = e.downcast_ref::<OutputBudgetExceeded>() {
         return RuntimeError::OutputTooLarge(o.0.clone());
@@ -463,7 +578,7 @@ fn classify_trap(e: wasmtime::Error, limits: &SandboxLimits) -> RuntimeError {
     }
     let lower = format!("{e}").to_ascii_lowercase();
     if lower.contains("concurrent") && lower.contains("limit") {
-        return RuntimeError::Overloaded(0);
+        return RuntimeError::Overloaded(format!("{e}"));
     }
     RuntimeError::Trap(format!("{e:#}"))
 }

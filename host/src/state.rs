@@ -1,5 +1,6 @@
 //! Per-call store data: the resource table, WASI context, limits and budgets.
 
+use crate::budget::{Account, BudgetScope};
 use crate::capture::{CapturedOutput, LogBudget, Stream};
 use crate::tensor::Tensor;
 use crate::{ModelBackend, SandboxLimits};
@@ -17,6 +18,15 @@ pub(crate) struct MemoryLimitExceeded {
     pub requested: usize,
 }
 
+/// The trap raised when a growth would pass the tenant's or the host's
+/// instance-memory budget (many instances together, not this one alone).
+#[derive(Debug, thiserror::Error)]
+#[error("the {scope} instance-memory budget of {limit} bytes is exhausted")]
+pub(crate) struct MemoryBudgetExhausted {
+    pub scope: &'static str,
+    pub limit: usize,
+}
+
 /// The trap raised when a guest creates more tensor data or handles than allowed.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -29,6 +39,10 @@ pub(crate) struct CallState {
     limits: SandboxLimits,
     created_bytes: usize,
     created_tensors: usize,
+    /// Tensor handles in the table now (inputs, created, views), across calls.
+    live_tensors: usize,
+    /// What this store's memories hold, charged to the tenant and the host.
+    account: Option<Account>,
     pub(crate) component: Arc<str>,
     pub(crate) log_budget: LogBudget,
     outputs: [CapturedOutput; 2],
@@ -57,12 +71,41 @@ impl CallState {
             limits,
             created_bytes: 0,
             created_tensors: 0,
+            live_tensors: 0,
+            account: None,
             component,
             log_budget,
             outputs: [stdout, stderr],
             models: None,
             random: WasiRandomCtx::default(),
         }
+    }
+
+    /// Charges this store's memory growth to `account` (set once, at creation).
+    pub(crate) fn charge_to(&mut self, account: Account) {
+        self.account = Some(account);
+    }
+
+    /// Tensor handles the guest holds now. A component that returns with
+    /// handles still open (kept in a global across calls) is not reused.
+    pub(crate) fn live_tensors(&self) -> usize {
+        self.live_tensors
+    }
+
+    /// Hands a request tensor to the guest (a handle, no budget: the host
+    /// already holds and counted the request).
+    pub(crate) fn push_input(&mut self, tensor: Tensor) -> Result<Resource<Tensor>> {
+        let handle = self.table.push(tensor)?;
+        self.live_tensors += 1;
+        Ok(handle)
+    }
+
+    /// Takes a tensor out of the table (dropped by the guest, returned as an
+    /// output, or passed to a model).
+    pub(crate) fn remove_tensor(&mut self, handle: Resource<Tensor>) -> Result<Tensor> {
+        let tensor = self.table.delete(handle)?;
+        self.live_tensors = self.live_tensors.saturating_sub(1);
+        Ok(tensor)
     }
 
     /// The WASI random-number state (linked separately from the rest of WASI).
@@ -107,7 +150,8 @@ impl CallState {
         self.push_view(tensor)
     }
 
-    /// Stores a tensor that shares existing storage (counts only as a handle).
+    /// Stores a tensor that shares existing storage: it counts as a handle,
+    /// and its shape (the host's own copy) counts against the byte budget.
     pub(crate) fn push_view(&mut self, tensor: Tensor) -> Result<Resource<Tensor>> {
         self.created_tensors += 1;
         if self.created_tensors > self.limits.max_tensors {
@@ -116,7 +160,16 @@ impl CallState {
                 self.limits.max_tensors
             ))));
         }
-        Ok(self.table.push(tensor)?)
+        self.created_bytes += std::mem::size_of_val(tensor.shape());
+        if self.created_bytes > self.limits.max_output_bytes {
+            return Err(wasmtime::Error::new(OutputBudgetExceeded(format!(
+                "created {} bytes of tensors and shapes, over the limit of {}",
+                self.created_bytes, self.limits.max_output_bytes
+            ))));
+        }
+        let handle = self.table.push(tensor)?;
+        self.live_tensors += 1;
+        Ok(handle)
     }
 }
 
@@ -132,7 +185,7 @@ impl WasiView for CallState {
 impl ResourceLimiter for CallState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> Result<bool> {
@@ -141,6 +194,15 @@ impl ResourceLimiter for CallState {
                 limit: self.limits.memory_bytes,
                 requested: desired,
             }));
+        }
+        if let Some(account) = &mut self.account {
+            account.grow(current, desired).map_err(|scope| {
+                let (scope, limit) = match scope {
+                    BudgetScope::Tenant => ("tenant's", account.tenant_limit()),
+                    BudgetScope::Host => ("host's", account.host_limit()),
+                };
+                wasmtime::Error::new(MemoryBudgetExhausted { scope, limit })
+            })?;
         }
         Ok(true)
     }

@@ -138,11 +138,23 @@ impl fmt::Debug for Tensor {
     }
 }
 
+/// The highest rank a tensor may have. Every tensor the host builds (from a
+/// request, a guest or a model) is checked: a shape is a host allocation,
+/// and a guest could otherwise make millions of dimensions cost the host
+/// memory that no byte budget sees.
+pub const MAX_RANK: usize = 16;
+
 /// The number of elements of `shape`.
 ///
 /// # Errors
-/// When a dimension is negative or the product overflows.
+/// When the rank is over [`MAX_RANK`], a dimension is negative or the product overflows.
 pub fn element_count(shape: &[i64]) -> Result<usize, TensorError> {
+    if shape.len() > MAX_RANK {
+        return Err(err(format!(
+            "a shape of rank {} is over the limit of {MAX_RANK}",
+            shape.len()
+        )));
+    }
     shape.iter().try_fold(1usize, |acc, &d| {
         let d =
             usize::try_from(d).map_err(|_| err(format!("negative dimension {d} in {shape:?}")))?;

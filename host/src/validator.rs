@@ -4,6 +4,10 @@
 use crate::executor::{Backends, Executor};
 use crate::{Runtime, Signature, TensorSpec, onnx_signature};
 use conduit_registry::{Candidate, Kind, PipelineDef, ValidateFuture, Validated, Validator};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Validates pushes by loading components into a [`Runtime`] (which also
 /// precompiles them into its disk cache, so the first call is fast) and
@@ -12,14 +16,27 @@ use conduit_registry::{Candidate, Kind, PipelineDef, ValidateFuture, Validated, 
 pub struct RuntimeValidator {
     runtime: Runtime,
     backends: Backends,
+    pushes: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
 }
+
+/// Validations (compiling, `describe()`, loading a model) one tenant may
+/// run at once; its further pushes wait up to [`PUSH_WAIT`] for a turn.
+/// Pushes cost CPU and memory: one tenant's burst must not take them from
+/// the others or from serving.
+pub const MAX_VALIDATIONS_PER_TENANT: usize = 2;
+/// How long a push waits for one of its tenant's validation turns.
+pub const PUSH_WAIT: Duration = Duration::from_secs(60);
 
 impl RuntimeValidator {
     /// Validates with `runtime` (components stay loaded in it) and
     /// `backends` (a model is loaded once to validate, then dropped; runners
     /// load models lazily on first use).
     pub fn new(runtime: Runtime, backends: Backends) -> Self {
-        Self { runtime, backends }
+        Self {
+            runtime,
+            backends,
+            pushes: Arc::default(),
+        }
     }
 }
 
@@ -39,6 +56,25 @@ pub fn registry_signature(s: &Signature) -> conduit_registry::Signature {
 impl Validator for RuntimeValidator {
     fn validate<'a>(&'a self, candidate: Candidate<'a>) -> ValidateFuture<'a> {
         Box::pin(async move {
+            let turns = self
+                .pushes
+                .lock()
+                .expect("push lock")
+                .entry(candidate.tenant.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(MAX_VALIDATIONS_PER_TENANT)))
+                .clone();
+            let _turn = tokio::time::timeout(PUSH_WAIT, turns.acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or_else(|| {
+                    format!(
+                        "tenant `{}` has {MAX_VALIDATIONS_PER_TENANT} pushes being validated and \
+                         none finished within {} s; retry later",
+                        candidate.tenant,
+                        PUSH_WAIT.as_secs()
+                    )
+                })?;
             match candidate.kind {
                 Kind::Component => {
                     let component = self
@@ -59,6 +95,9 @@ impl Validator for RuntimeValidator {
                         ));
                     }
                     let signature = onnx_signature(&candidate.bytes).map_err(|e| e.to_string())?;
+                    signature
+                        .check_bounds()
+                        .map_err(|e| format!("the model's signature {e}"))?;
                     let config = self
                         .backends
                         .config("validation", candidate.executor)

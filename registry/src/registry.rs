@@ -91,6 +91,8 @@ struct Inner {
     blobs: Arc<dyn BlobStore>,
     validator: Arc<dyn Validator>,
     config: RegistryConfig,
+    /// Bumped after every change to what a reference resolves to.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Registry {
@@ -139,6 +141,7 @@ impl Registry {
                 blobs,
                 validator,
                 config,
+                generation: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         let empty = registry
@@ -286,13 +289,18 @@ impl Registry {
         stored_in(&self.inner.db.begin_read()?.open_table(UPLOADS)?, tenant)
     }
 
-    fn record_upload(&self, tenant: &Tenant, committed: Committed) -> Result<(), RegistryError> {
+    /// Charges an upload to `tenant`; says whether the tenant already held
+    /// these bytes (only then is the upload reported as deduplicated: whether
+    /// *another* tenant holds them is never revealed).
+    fn record_upload(&self, tenant: &Tenant, committed: Committed) -> Result<bool, RegistryError> {
         let digest = committed.digest.to_string();
+        let known;
         let txn = self.inner.db.begin_write()?;
         {
             let mut uploads = txn.open_table(UPLOADS)?;
             let key = store::upload_key(&tenant.name, &digest);
-            if store::get::<UploadRecord>(&uploads, &key)?.is_none() {
+            known = store::get::<UploadRecord>(&uploads, &key)?.is_some();
+            if !known {
                 let stored = stored_in(&uploads, &tenant.name)?;
                 let limit = tenant.limits.max_stored_bytes;
                 if stored + committed.size > limit {
@@ -309,7 +317,7 @@ impl Registry {
             store::put(&mut uploads, &key, &record)?;
         }
         txn.commit()?;
-        Ok(())
+        Ok(known)
     }
 
     /// Validates and registers a module version. Pushing the same content
@@ -489,6 +497,7 @@ impl Registry {
             }
         }
         txn.commit()?;
+        self.changed();
         tracing::info!(tenant, module = %manifest.reference(), kind = %manifest.kind, digest = %manifest.digest, "registered");
         Ok((self.resolve(caller, &manifest.reference())?, true))
     }
@@ -511,6 +520,20 @@ impl Registry {
             self.tag(caller, &existing.reference(), tag)?;
         }
         Ok((self.resolve(caller, &existing.reference())?, false))
+    }
+
+    /// A counter bumped after every change to manifests and tags: a
+    /// resolution cached at one generation is valid while it stays the same.
+    pub fn generation(&self) -> u64 {
+        self.inner
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.inner
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Resolves `name`, `name@version`, `name:tag` or a digest (optionally
@@ -598,6 +621,7 @@ impl Registry {
             (m, previous)
         };
         txn.commit()?;
+        self.changed();
         tracing::info!(tenant = %caller.name, module = %manifest.name, tag, to = %manifest.version, from = ?previous, "tag moved");
         Ok((self.resolve(caller, &manifest.reference())?, previous))
     }
@@ -616,6 +640,7 @@ impl Registry {
             .map(|v| String::from_utf8_lossy(v.value()).into_owned())
             .ok_or_else(|| RegistryError::NotFound(format!("tag `{tag}` of `{name}` not found")))?;
         txn.commit()?;
+        self.changed();
         Ok(version)
     }
 
@@ -681,6 +706,7 @@ impl Registry {
             m
         };
         txn.commit()?;
+        self.changed();
         tracing::info!(tenant, module = %manifest.reference(), "deleted");
         Ok(manifest)
     }
@@ -768,6 +794,7 @@ impl Registry {
             }
         }
         txn.commit()?;
+        self.changed();
         tracing::info!(?report, "garbage collected");
         Ok(report)
     }
@@ -890,8 +917,8 @@ impl Upload {
                 self.declared
             )));
         }
-        let committed = self.writer.commit(self.expected.as_ref())?;
-        self.registry.record_upload(&self.tenant, committed)?;
+        let mut committed = self.writer.commit(self.expected.as_ref())?;
+        committed.deduplicated = self.registry.record_upload(&self.tenant, committed)?;
         Ok(committed)
     }
 }

@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod examples;
 mod executor;
+mod isolation;
 mod registry;
 mod registry_bad_input;
 mod remote_executor;

@@ -29,25 +29,39 @@ const UNRELATED: [&str; 2] = [
     "Grandmother's apple pie needs more cinnamon",
 ];
 
-/// Registry + runner served on `127.0.0.1:0`.
-struct Plane {
-    url: String,
-    key: String,
-    registry: Registry,
-    runtime: Runtime,
-    serving: Serving,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+/// Registry + runner served on `127.0.0.1:0`: gRPC (registry and KServe
+/// v2 on one port) and HTTP, as `conduit dev` serves them.
+pub(crate) struct Plane {
+    pub url: String,
+    pub http: std::net::SocketAddr,
+    pub key: String,
+    pub registry: Registry,
+    pub runtime: Runtime,
+    pub serving: Serving,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
     _dir: TempDir,
 }
 
 impl Plane {
-    async fn start(limits: &str) -> Self {
-        let dir = TempDir::new("conduit-serving");
-        let runtime = Runtime::new(RuntimeConfig {
-            engine: EngineConfig {
+    pub async fn start(limits: &str) -> Self {
+        let config = ServingConfig {
+            limits: ServingLimits::from_toml(limits).unwrap(),
+            ..ServingConfig::default()
+        };
+        Self::start_with(
+            config,
+            EngineConfig {
                 max_instances: 64,
                 ..EngineConfig::default()
             },
+        )
+        .await
+    }
+
+    pub async fn start_with(config: ServingConfig, engine: EngineConfig) -> Self {
+        let dir = TempDir::new("conduit-serving");
+        let runtime = Runtime::new(RuntimeConfig {
+            engine,
             cache_dir: Some(dir.path().join("cache")),
         })
         .unwrap();
@@ -60,30 +74,35 @@ impl Plane {
             Arc::new(RuntimeValidator::new(runtime.clone(), backends.clone())),
         )
         .unwrap();
-        let serving = Serving::new(
-            registry.clone(),
-            runtime.clone(),
-            backends,
-            ServingConfig {
-                limits: ServingLimits::from_toml(limits).unwrap(),
-                ..ServingConfig::default()
-            },
-        );
+        let serving = Serving::new(registry.clone(), runtime.clone(), backends, config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = http_listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let max = serving.config().connections.max_connections;
         let server = tonic::transport::Server::builder()
+            .layer(conduit_host::serving::HoldGuardLayer)
             .add_service(RegistryService::new(registry.clone()).into_server())
             .add_service(InferenceService::new(serving.clone()).into_server())
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async {
-                    let _ = rx.await;
-                },
+                conduit_host::serving::incoming(conduit_host::serving::accept_limited(
+                    listener, max,
+                )),
+                stopped(rx.clone()),
             );
         tokio::spawn(server);
+        tokio::spawn(conduit_host::serving::serve_http(
+            http_listener,
+            serving.clone(),
+            stopped(rx),
+        ));
         Self {
             url,
+            http,
             key: bootstrap.unwrap().api_key,
             registry,
             runtime,
@@ -93,11 +112,11 @@ impl Plane {
         }
     }
 
-    async fn registry_client(&self, key: &str) -> RegistryClient {
+    pub async fn registry_client(&self, key: &str) -> RegistryClient {
         RegistryClient::connect(&self.url, key).await.unwrap()
     }
 
-    async fn infer_client(&self) -> GrpcInferenceServiceClient<Channel> {
+    pub async fn infer_client(&self) -> GrpcInferenceServiceClient<Channel> {
         let channel = tonic::transport::Endpoint::from_shared(self.url.clone())
             .unwrap()
             .connect()
@@ -140,12 +159,12 @@ impl Plane {
 impl Drop for Plane {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
     }
 }
 
-async fn push(
+pub(crate) async fn push(
     c: &RegistryClient,
     kind: Kind,
     name: &str,
@@ -162,7 +181,7 @@ fn paraphrase_toml() -> String {
     std::fs::read_to_string(workspace_root().join("examples/pipelines/paraphrase.toml")).unwrap()
 }
 
-fn authed<T>(key: &str, message: T) -> tonic::Request<T> {
+pub(crate) fn authed<T>(key: &str, message: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     r.metadata_mut()
         .insert("authorization", format!("Bearer {key}").parse().unwrap());
@@ -185,7 +204,7 @@ fn text_request(model: &str, version: &str, texts: &[&str]) -> pb::ModelInferReq
     }
 }
 
-fn raw_request(model: &str, inputs: &[(String, Tensor)]) -> pb::ModelInferRequest {
+pub(crate) fn raw_request(model: &str, inputs: &[(String, Tensor)]) -> pb::ModelInferRequest {
     pb::ModelInferRequest {
         model_name: model.into(),
         inputs: inputs
@@ -202,7 +221,7 @@ fn raw_request(model: &str, inputs: &[(String, Tensor)]) -> pb::ModelInferReques
     }
 }
 
-fn outputs(r: &pb::ModelInferResponse) -> HashMap<String, Tensor> {
+pub(crate) fn outputs(r: &pb::ModelInferResponse) -> HashMap<String, Tensor> {
     r.outputs
         .iter()
         .zip(&r.raw_output_contents)
@@ -224,7 +243,7 @@ fn param(r: &pb::ModelInferResponse, key: &str) -> String {
     }
 }
 
-async fn infer(
+pub(crate) async fn infer(
     client: &mut GrpcInferenceServiceClient<Channel>,
     key: &str,
     request: pb::ModelInferRequest,
@@ -235,7 +254,11 @@ async fn infer(
         .map(|r| r.into_inner())
 }
 
-fn expect_code(result: Result<pb::ModelInferResponse, tonic::Status>, code: Code, fragment: &str) {
+pub(crate) fn expect_code(
+    result: Result<pb::ModelInferResponse, tonic::Status>,
+    code: Code,
+    fragment: &str,
+) {
     match result {
         Ok(_) => panic!("expected {code:?} ({fragment}), got a response"),
         Err(s) => {

@@ -86,7 +86,7 @@ async fn component_matches_python_tokenizers_on_the_corpus() {
 /// The corpus texts `batch` in one call of the tokenizer `c`.
 async fn tokenize_texts(
     rt: &conduit_host::Runtime,
-    c: &conduit_host::Component,
+    c: &std::sync::Arc<conduit_host::Component>,
     cases: &[Case],
     batch: &[usize],
     params: &[conduit_host::Param],

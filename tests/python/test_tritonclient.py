@@ -566,8 +566,19 @@ class Suite:
             self.check("http", f"{what} over raw HTTP → 400 {{\"error\"}}", run)
 
     def metrics(self, host):
+        def refused():
+            try:
+                urllib.request.urlopen(f"http://{host}/metrics", timeout=60)
+            except urllib.error.HTTPError as e:
+                expect(e.code == 401, f"/metrics without a key: expected 401, got {e.code}")
+                return "401 without a key"
+            raise CheckFailed("/metrics answered without a key")
+        self.check("http", "/metrics is not public", refused)
+
         def run():
-            with urllib.request.urlopen(f"http://{host}/metrics", timeout=60) as r:
+            req = urllib.request.Request(f"http://{host}/metrics",
+                                         headers={"Authorization": f"Bearer {self.args.key}"})
+            with urllib.request.urlopen(req, timeout=60) as r:
                 text = r.read().decode("utf-8")
             series = 'conduit_inference_request_success_total{tenant="default",model="paraphrase",version="1.0.0"}'
             lines = [line for line in text.splitlines() if line.startswith(series + " ")]

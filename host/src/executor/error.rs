@@ -7,7 +7,9 @@ pub enum ExecutorError {
     #[error("{0}")]
     InvalidInput(String),
     /// The model's queue is full; retry later.
-    #[error("model `{model}` is overloaded: its queue of {capacity} requests is full")]
+    #[error(
+        "model `{model}` is overloaded: the {capacity} queue entries open to this caller are taken"
+    )]
     Overloaded {
         /// The model.
         model: String,

@@ -4,6 +4,7 @@ use super::batch::{Counters, Job, Reply, worker};
 use super::rows::{check_inputs, chunk, concat};
 use super::{Backend, ExecutorError, ModelConfig};
 use crate::{NamedTensors, Signature};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,8 @@ struct Inner {
     queue: SyncSender<Job>,
     counters: Arc<Counters>,
     size: u64,
+    /// Queue entries each tenant holds now (see [`Executor::infer_for`]).
+    shares: Mutex<HashMap<String, usize>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -128,6 +131,7 @@ impl Executor {
                 signature,
                 queue: tx,
                 counters,
+                shares: Mutex::default(),
             }),
         })
     }
@@ -198,8 +202,43 @@ impl Executor {
         &self,
         inputs: NamedTensors,
     ) -> Result<(NamedTensors, RunTiming), ExecutorError> {
+        self.run(None, inputs).await
+    }
+
+    /// [`Executor::infer_timed`] for `tenant`, within its fair share of the
+    /// queue: one tenant may hold at most half of the queue's entries (a
+    /// request split into batches takes one per batch), so a shared model
+    /// always has room for the others.
+    ///
+    /// # Errors
+    /// As [`Executor::infer`]; [`ExecutorError::InvalidInput`] for a request
+    /// that needs more batches than a share holds (retrying cannot help);
+    /// [`ExecutorError::Overloaded`] when the tenant's share is full.
+    pub async fn infer_for(
+        &self,
+        tenant: &str,
+        inputs: NamedTensors,
+    ) -> Result<(NamedTensors, RunTiming), ExecutorError> {
+        self.run(Some(tenant), inputs).await
+    }
+
+    /// Queue entries one tenant may hold at once.
+    pub fn tenant_share(&self) -> usize {
+        (self.inner.config.queue_capacity / 2).max(1)
+    }
+
+    async fn run(
+        &self,
+        tenant: Option<&str>,
+        inputs: NamedTensors,
+    ) -> Result<(NamedTensors, RunTiming), ExecutorError> {
         let rows = check_inputs(&self.inner.config.name, &self.inner.signature, &inputs)?;
         let max = self.inner.config.batching.max_batch_size.max(1);
+        let batches = rows.map_or(1, |n| n.div_ceil(max).max(1));
+        let _share = match tenant {
+            Some(t) => Some(self.take_share(t, batches, rows.unwrap_or(1), max)?),
+            None => None,
+        };
         match rows {
             Some(n) if n > max => {
                 let parts = chunk(&inputs, n, max)?;
@@ -224,6 +263,36 @@ impl Executor {
                 self.wait(rx).await
             }
         }
+    }
+
+    fn take_share(
+        &self,
+        tenant: &str,
+        batches: usize,
+        rows: usize,
+        max: usize,
+    ) -> Result<Share, ExecutorError> {
+        let cap = self.tenant_share();
+        if batches > cap {
+            return Err(ExecutorError::InvalidInput(format!(
+                "a request of {rows} rows needs {batches} batches of at most {max}; one request \
+                 may take at most {cap}: send fewer rows per request"
+            )));
+        }
+        let mut shares = self.inner.shares.lock().expect("queue shares lock");
+        let held = shares.entry(tenant.to_string()).or_default();
+        if *held + batches > cap {
+            return Err(ExecutorError::Overloaded {
+                model: self.inner.config.name.clone(),
+                capacity: cap,
+            });
+        }
+        *held += batches;
+        Ok(Share {
+            inner: self.inner.clone(),
+            tenant: tenant.to_string(),
+            batches,
+        })
     }
 
     fn submit(
@@ -263,5 +332,24 @@ impl Executor {
     ) -> Result<(NamedTensors, RunTiming), ExecutorError> {
         rx.await
             .map_err(|_| ExecutorError::Closed(self.inner.config.name.clone()))?
+    }
+}
+
+/// A tenant's entries in a queue, given back when its request is done (or dropped).
+struct Share {
+    inner: Arc<Inner>,
+    tenant: String,
+    batches: usize,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut shares = self.inner.shares.lock().expect("queue shares lock");
+        if let Some(held) = shares.get_mut(&self.tenant) {
+            *held = held.saturating_sub(self.batches);
+            if *held == 0 {
+                shares.remove(&self.tenant);
+            }
+        }
     }
 }

@@ -43,7 +43,7 @@ pub(super) async fn model_step(
 ) -> Result<StepOutput, ServeError> {
     let executor = ctx.serving.executor(&ctx.tenant, manifest).await?;
     let (outputs, t) = executor
-        .infer_timed(inputs)
+        .infer_for(&ctx.tenant.name, inputs)
         .await
         .map_err(|error| ServeError::Model {
             context: format!("model `{}`", manifest.reference()),
@@ -84,15 +84,17 @@ pub(super) async fn component_step(
     if fresh {
         metrics.instantiated(&ctx.tenant.name);
     }
-    let outputs = result.map_err(|error| {
-        if error.is_trap() {
-            metrics.trapped(&ctx.tenant.name, error.kind());
-        }
-        ServeError::Component {
-            context: format!("component `{}`", manifest.reference()),
-            error,
-        }
-    })?;
+    let outputs = result
+        .and_then(|o| component.check_outputs(o))
+        .map_err(|error| {
+            if error.is_trap() {
+                metrics.trapped(&ctx.tenant.name, error.kind());
+            }
+            ServeError::Component {
+                context: format!("component `{}`", manifest.reference()),
+                error,
+            }
+        })?;
     Ok(StepOutput {
         outputs,
         timing: StepTiming {

@@ -29,6 +29,10 @@ pub enum ServeError {
     /// an incompatible version).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The answer would be larger than the response cap (counting every
+    /// output in full, shared views and passed-through inputs too).
+    #[error("{0}")]
+    ResponseTooLarge(String),
     /// The request asks for something this server does not do.
     #[error("{0}")]
     Unsupported(String),
@@ -73,6 +77,8 @@ pub enum StatusClass {
     FailedPrecondition,
     /// 501 / UNIMPLEMENTED.
     Unimplemented,
+    /// 422 / OUT_OF_RANGE: a deterministic size limit (retrying cannot help).
+    OutOfRange,
     /// 500 / INTERNAL.
     Internal,
 }
@@ -90,6 +96,7 @@ impl StatusClass {
             Self::DeadlineExceeded => Code::DeadlineExceeded,
             Self::FailedPrecondition => Code::FailedPrecondition,
             Self::Unimplemented => Code::Unimplemented,
+            Self::OutOfRange => Code::OutOfRange,
             Self::Internal => Code::Internal,
         }
     }
@@ -105,6 +112,7 @@ impl StatusClass {
             Self::DeadlineExceeded => 504,
             Self::FailedPrecondition => 412,
             Self::Unimplemented => 501,
+            Self::OutOfRange => 422,
             Self::Internal => 500,
         }
     }
@@ -123,6 +131,7 @@ impl ServeError {
             Self::Deadline(_) => S::DeadlineExceeded,
             Self::FailedPrecondition(_) => S::FailedPrecondition,
             Self::Unsupported(_) => S::Unimplemented,
+            Self::ResponseTooLarge(_) => S::OutOfRange,
             Self::Internal(_) => S::Internal,
             Self::Component { error, .. } => match error {
                 RuntimeError::Guest(g) => match g {
@@ -135,7 +144,8 @@ impl ServeError {
                 RuntimeError::Timeout(_) => S::DeadlineExceeded,
                 RuntimeError::MemoryLimit { .. }
                 | RuntimeError::OutputTooLarge(_)
-                | RuntimeError::Overloaded(_) => S::ResourceExhausted,
+                | RuntimeError::Overloaded(_)
+                | RuntimeError::MemoryBudget(_) => S::ResourceExhausted,
                 _ => S::Internal,
             },
             Self::Model { error, .. } => match error {
@@ -161,6 +171,7 @@ impl ServeError {
             Self::Deadline(_) => "deadline",
             Self::FailedPrecondition(_) => "failed_precondition",
             Self::Unsupported(_) => "unsupported",
+            Self::ResponseTooLarge(_) => "response_too_large",
             Self::Internal(_) => "internal",
             Self::Component { error, .. } => match error {
                 RuntimeError::Guest(_) => "component_error",

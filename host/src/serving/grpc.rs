@@ -22,12 +22,17 @@ impl InferenceService {
         Self { serving }
     }
 
-    /// As a tonic service, refusing messages over the configured request size.
+    /// As a tonic service, refusing messages over the configured request
+    /// size. Serve it behind [`HoldGuardLayer`](super::HoldGuardLayer) so a
+    /// tenant's permit lasts until its answer is sent.
     pub fn into_server(self) -> server::GrpcInferenceServiceServer<Self> {
-        let max = self.serving.config().max_request_bytes;
+        let config = self.serving.config();
+        let (max_in, max_out) = (config.max_request_bytes, config.max_response_bytes);
         server::GrpcInferenceServiceServer::new(self)
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(usize::MAX)
+            .max_decoding_message_size(max_in)
+            // A backstop: answers are checked against the limit before
+            // encoding; this allows for the message's own framing.
+            .max_encoding_message_size(max_out.saturating_add(1 << 20))
     }
 
     fn tenant<T>(&self, request: &Request<T>) -> Result<Tenant, Status> {
@@ -129,8 +134,13 @@ impl server::GrpcInferenceService for InferenceService {
         if let Some(t) = timeout {
             infer.timeout = Some(infer.timeout.map_or(t, |mine| mine.min(t)));
         }
-        let answer = self.serving.infer(&tenant, infer).await?;
-        Ok(Response::new(wire::encode_response(answer)))
+        let mut answer = self.serving.infer(&tenant, infer).await?;
+        let guard = answer.guard.take();
+        let mut response = Response::new(wire::encode_response(answer));
+        if let Some(guard) = guard {
+            response.extensions_mut().insert(guard);
+        }
+        Ok(response)
     }
 
     async fn model_config(

@@ -1,8 +1,9 @@
 //! KServe v2 HTTP/REST over [`Serving`], with Triton's routes and
 //! extensions as `tritonclient.http` calls them.
 //!
-//! Server health, server metadata and `/metrics` answer without a key
-//! (probes and scrapers have none); every model and repository route needs
+//! Server health and server metadata answer without a key (probes have
+//! none); `/metrics` needs the metrics key or an admin tenant's key (it names
+//! every tenant's models); every model and repository route needs
 //! `Authorization: Bearer <key>`, which selects the tenant — as over gRPC.
 //! Every error is `{"error": "<message>"}`; a [`ServeError`] gets the status
 //! its class names ([`super::StatusClass::http`]), routing errors 404/405
@@ -11,7 +12,7 @@
 
 use super::{ServeError, Serving, json, wire};
 use axum::Router;
-use axum::body::{Body, Bytes, HttpBody};
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -20,7 +21,6 @@ use axum::routing::{get, post};
 use conduit_registry::Tenant;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::pin::Pin;
 use std::time::Instant;
 
 /// The HTTP router: Triton's KServe v2 REST routes over `serving`, to be
@@ -136,7 +136,28 @@ fn tenant(serving: &Serving, headers: &HeaderMap) -> Result<Tenant, HttpError> {
 
 /// The whole body, refused with 413 once it passes `max` bytes (at once
 /// when `Content-Length` says so).
-async fn read_body(mut body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, HttpError> {
+/// The request body under this server's size cap and body-progress timeout.
+async fn request_body(
+    serving: &Serving,
+    body: Body,
+    headers: &HeaderMap,
+) -> Result<Bytes, HttpError> {
+    let config = serving.config();
+    read_body(
+        body,
+        headers,
+        config.max_request_bytes,
+        config.connections.body_progress_timeout,
+    )
+    .await
+}
+
+async fn read_body(
+    mut body: Body,
+    headers: &HeaderMap,
+    max: usize,
+    stall: std::time::Duration,
+) -> Result<Bytes, HttpError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -146,7 +167,7 @@ async fn read_body(mut body: Body, headers: &HeaderMap, max: usize) -> Result<By
     }
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+    while let Some(frame) = super::listen::next_frame(&mut body, stall).await? {
         let frame = frame.map_err(|e| {
             HttpError::from(ServeError::InvalidInput(format!(
                 "reading the request body failed: {e}"
@@ -287,7 +308,7 @@ async fn infer(
     let p = model_path(path)?;
     let tenant = tenant(&serving, &headers)?;
     identity_encoding(&headers)?;
-    let body = read_body(body, &headers, serving.config().max_request_bytes).await?;
+    let body = request_body(&serving, body, &headers).await?;
     let json_len = match headers.get(json::HEADER_LENGTH) {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| {
@@ -299,9 +320,12 @@ async fn infer(
     request.model = p.name;
     request.version = p.version;
     request.received = Some(received);
-    let answer = serving.infer(&tenant, request).await?;
-    let encoded = json::encode_response(&answer, &modes)?;
-    let mut response = Body::from(encoded.body).into_response();
+    let mut answer = serving.infer(&tenant, request).await?;
+    let encoded = json::encode_response(&answer, &modes, serving.config().max_response_bytes)?;
+    // The tenant's permit goes with the body: released when the last byte
+    // is written (or the client goes away), not when the answer is built.
+    let body = super::HeldBody::new(Body::from(encoded.body), answer.guard.take());
+    let mut response = Body::new(body).into_response();
     let headers = response.headers_mut();
     match encoded.json_len {
         Some(n) => {
@@ -333,7 +357,7 @@ async fn repository_index(
     body: Body,
 ) -> Answer {
     let tenant = tenant(&serving, &headers)?;
-    let body = read_body(body, &headers, serving.config().max_request_bytes).await?;
+    let body = request_body(&serving, body, &headers).await?;
     let r: IndexRequest = optional_json(&body)?;
     let models: Vec<Value> = serving
         .index(&tenant, r.ready)?
@@ -360,7 +384,7 @@ async fn repository_load(
 ) -> Answer {
     let p = model_path(path)?;
     let tenant = tenant(&serving, &headers)?;
-    let body = read_body(body, &headers, serving.config().max_request_bytes).await?;
+    let body = request_body(&serving, body, &headers).await?;
     let r: RepositoryRequest = optional_json(&body)?;
     if let Some(k) = r
         .parameters
@@ -384,22 +408,26 @@ async fn repository_unload(
 ) -> Answer {
     let p = model_path(path)?;
     let tenant = tenant(&serving, &headers)?;
-    let body = read_body(body, &headers, serving.config().max_request_bytes).await?;
+    let body = request_body(&serving, body, &headers).await?;
     // `unload_dependents` (tritonclient always sends it) has nothing to act on.
     let _: RepositoryRequest = optional_json(&body)?;
     serving.unload(&tenant, &p.name)?;
     Ok(json_response(&json!({})))
 }
 
-async fn metrics(State(serving): State<Serving>) -> Response {
-    (
+async fn metrics(State(serving): State<Serving>, headers: HeaderMap) -> Answer {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    serving.authorize_metrics(header)?;
+    Ok((
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
         serving.render_metrics(),
     )
-        .into_response()
+        .into_response())
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> HttpError {
@@ -645,7 +673,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
-    async fn server_routes_need_no_key() {
+    async fn server_routes_need_no_key_but_metrics_do() {
         let s = start(1 << 20).await;
         for path in ["/v2/health/live", "/v2/health/ready"] {
             let r = call(&s, "GET", path, &[], b"").await;
@@ -662,7 +690,12 @@ mod tests {
                 .unwrap()
                 .contains(&json!("binary_tensor_data"))
         );
+        // /metrics names every tenant's models: an admin key (or the
+        // metrics key) is required.
         let r = call(&s, "GET", "/metrics", &[], b"").await;
+        assert_eq!(r.status, 401);
+        let admin = format!("Bearer {}", s.key);
+        let r = call(&s, "GET", "/metrics", &[("authorization", &admin)], b"").await;
         assert_eq!(r.status, 200);
         assert_eq!(r.headers["content-type"], "text/plain; version=0.0.4");
         assert!(

@@ -651,7 +651,11 @@ impl Serialize for Data<'_> {
 ///
 /// # Errors
 /// [`ServeError::Internal`] when serialization fails.
-pub fn encode_response(resp: &InferResponse, modes: &OutputModes) -> Result<Encoded, ServeError> {
+pub fn encode_response(
+    resp: &InferResponse,
+    modes: &OutputModes,
+    max_bytes: usize,
+) -> Result<Encoded, ServeError> {
     let mut outputs = Vec::with_capacity(resp.outputs.len());
     let mut parts = Vec::new();
     for (name, t) in &resp.outputs {
@@ -669,14 +673,38 @@ pub fn encode_response(resp: &InferResponse, modes: &OutputModes) -> Result<Enco
             parts.push(t.data());
         }
     }
-    let json = serde_json::to_vec(&ResponseJson {
-        model_name: &resp.model,
-        model_version: &resp.version,
-        id: &resp.id,
-        parameters: StringMap(&resp.params),
-        outputs,
-    })
-    .map_err(|e| ServeError::Internal(format!("encoding the response as JSON: {e}")))?;
+    let binary_len: usize = parts.iter().map(|p| p.len()).sum();
+    let too_large = |what: &str| {
+        ServeError::ResponseTooLarge(format!(
+            "the answer of model `{}` {what} over the response limit of {max_bytes} bytes; ask \
+             for fewer outputs or rows, or for binary outputs (binary_data)",
+            resp.model
+        ))
+    };
+    // JSON text can be several times the tensor bytes: written into a
+    // capped buffer, never sized up front from what the tensors claim.
+    let mut json = CappedWriter {
+        buf: Vec::new(),
+        left: max_bytes.saturating_sub(binary_len),
+    };
+    serde_json::to_writer(
+        &mut json,
+        &ResponseJson {
+            model_name: &resp.model,
+            model_version: &resp.version,
+            id: &resp.id,
+            parameters: StringMap(&resp.params),
+            outputs,
+        },
+    )
+    .map_err(|e| {
+        if e.is_io() {
+            too_large("in JSON is")
+        } else {
+            ServeError::Internal(format!("encoding the response as JSON: {e}"))
+        }
+    })?;
+    let json = json.buf;
     if parts.is_empty() {
         return Ok(Encoded {
             body: Bytes::from(json),
@@ -684,7 +712,11 @@ pub fn encode_response(resp: &InferResponse, modes: &OutputModes) -> Result<Enco
         });
     }
     let json_len = json.len();
-    let mut body = BytesMut::with_capacity(json_len + parts.iter().map(|p| p.len()).sum::<usize>());
+    let total = json_len.saturating_add(binary_len);
+    if total > max_bytes {
+        return Err(too_large("is"));
+    }
+    let mut body = BytesMut::with_capacity(total);
     body.extend_from_slice(&json);
     for p in parts {
         body.extend_from_slice(p);
@@ -693,6 +725,27 @@ pub fn encode_response(resp: &InferResponse, modes: &OutputModes) -> Result<Enco
         body: body.freeze(),
         json_len: Some(json_len),
     })
+}
+
+/// A `Vec` that refuses to grow past `left` more bytes.
+struct CappedWriter {
+    buf: Vec<u8>,
+    left: usize,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if data.len() > self.left {
+            return Err(std::io::Error::other("response limit reached"));
+        }
+        self.left -= data.len();
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The name of a protobuf enum value, or its number when unknown (as the
@@ -1172,6 +1225,7 @@ mod tests {
                 .collect(),
             params: vec![("conduit.digest".into(), "blake3:00".into())],
             compute: Duration::ZERO,
+            guard: None,
         }
     }
 
@@ -1220,7 +1274,7 @@ mod tests {
                 Tensor::from_byte_strings(vec![2], ["héllo", ""]).unwrap(),
             ),
         ];
-        let e = encode_response(&response(outputs), &OutputModes::default()).unwrap();
+        let e = encode_response(&response(outputs), &OutputModes::default(), usize::MAX).unwrap();
         assert_eq!(e.json_len, None);
         let (v, rest) = parse(&e);
         assert!(rest.is_empty());
@@ -1272,7 +1326,7 @@ mod tests {
         )
         .unwrap();
         let resp = response(vec![("a", a.clone()), ("b", b), ("c", c.clone())]);
-        let e = encode_response(&resp, &modes).unwrap();
+        let e = encode_response(&resp, &modes, usize::MAX).unwrap();
         let (v, rest) = parse(&e);
         assert!(e.json_len.is_some());
         assert_eq!(
@@ -1305,7 +1359,7 @@ mod tests {
             ("raw", raw.clone()),
             ("ok", ok),
         ]);
-        let e = encode_response(&resp, &OutputModes::default()).unwrap();
+        let e = encode_response(&resp, &OutputModes::default(), usize::MAX).unwrap();
         let (v, rest) = parse(&e);
         for i in 0..3 {
             assert!(
@@ -1331,8 +1385,12 @@ mod tests {
             Tensor::new(DataType::Bool, vec![1], Bytes::from_static(&[1])).unwrap(),
         ];
         for t in tensors {
-            let e = encode_response(&response(vec![("x", t.clone())]), &OutputModes::default())
-                .unwrap();
+            let e = encode_response(
+                &response(vec![("x", t.clone())]),
+                &OutputModes::default(),
+                usize::MAX,
+            )
+            .unwrap();
             let (v, _) = parse(&e);
             let out = &v["outputs"][0];
             let back = one_input(

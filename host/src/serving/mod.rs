@@ -10,14 +10,18 @@
 mod engine;
 mod error;
 pub mod grpc;
+mod held;
 pub mod http;
 mod json;
 mod limits;
+mod listen;
 mod metrics;
 pub mod wire;
 
 pub use error::{ServeError, StatusClass};
+pub use held::{HeldBody, HoldGuard, HoldGuardLayer};
 pub use limits::{ServingLimits, TenantServing};
+pub use listen::{ConnectionLimits, Limited, accept_limited, incoming, serve_http};
 pub use metrics::{Metrics, ModelCounters, ModelKey, RequestTiming};
 
 use crate::executor::{Backends, Executor, ModelCache};
@@ -48,6 +52,15 @@ pub struct ServingConfig {
     pub model_memory_budget: u64,
     /// Largest request body (gRPC message or HTTP body), in bytes.
     pub max_request_bytes: usize,
+    /// Largest answer, in bytes: every output counted in full (views that
+    /// share storage and passed-through inputs too), checked before encoding;
+    /// the HTTP JSON form is also capped while it is written.
+    pub max_response_bytes: usize,
+    /// Connection limits and timeouts of the front ends.
+    pub connections: ConnectionLimits,
+    /// A bearer key that may read `/metrics` (besides admin tenants' keys).
+    /// `/metrics` names every tenant's models: it is never public.
+    pub metrics_key: Option<String>,
 }
 
 impl Default for ServingConfig {
@@ -56,6 +69,9 @@ impl Default for ServingConfig {
             limits: ServingLimits::default(),
             model_memory_budget: 8 << 30,
             max_request_bytes: 64 << 20,
+            max_response_bytes: 64 << 20,
+            connections: ConnectionLimits::default(),
+            metrics_key: None,
         }
     }
 }
@@ -99,7 +115,14 @@ pub struct InferResponse {
     pub params: Vec<(String, String)>,
     /// Time spent in models and components.
     pub compute: Duration,
+    /// The tenant's concurrency permit: a front end keeps it until the
+    /// answer's last byte is sent, so slow readers count against the limit.
+    pub guard: Option<RequestGuard>,
 }
+
+/// Holds one of a tenant's concurrent-request permits until dropped.
+#[derive(Debug, Clone)]
+pub struct RequestGuard(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
 /// A model version as the repository extension lists it.
 #[derive(Debug, Clone)]
@@ -130,7 +153,21 @@ struct Inner {
     config: ServingConfig,
     admission: Mutex<HashMap<String, Arc<Semaphore>>>,
     unloaded: RwLock<HashSet<(String, String)>>,
+    /// Tenants using each loaded executor (by [`executor_key`]).
+    model_users: Mutex<HashMap<Digest, HashSet<String>>>,
+    /// Resolved references, valid while the registry's generation is unchanged.
+    resolved: Mutex<ResolveCache>,
 }
+
+/// (tenant, name, version) → manifest, as of one registry generation.
+#[derive(Default)]
+struct ResolveCache {
+    generation: u64,
+    entries: HashMap<(String, String, String), Manifest>,
+}
+
+/// Resolutions kept at most (a tenant can ask for any number of names).
+const RESOLVE_CACHE_ENTRIES: usize = 4096;
 
 impl std::fmt::Debug for Serving {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -166,6 +203,8 @@ impl Serving {
                 config,
                 admission: Mutex::default(),
                 unloaded: RwLock::default(),
+                model_users: Mutex::default(),
+                resolved: Mutex::default(),
             }),
         }
     }
@@ -204,6 +243,42 @@ impl Serving {
             .map_err(|_| ServeError::Unauthenticated("invalid API key".into()))
     }
 
+    /// Whether an `authorization` header may read `/metrics`: the configured
+    /// metrics key, or the API key of an admin tenant.
+    ///
+    /// # Errors
+    /// [`ServeError::Unauthenticated`] otherwise (a tenant key included:
+    /// the metrics name every tenant's models).
+    pub fn authorize_metrics(&self, authorization: Option<&str>) -> Result<(), ServeError> {
+        let refused = || {
+            ServeError::Unauthenticated(
+                "/metrics needs `authorization: Bearer <key>` with the metrics key or an admin \
+                 tenant's API key"
+                    .into(),
+            )
+        };
+        let key = authorization
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim())
+            .filter(|k| !k.is_empty())
+            .ok_or_else(refused)?;
+        if let Some(expected) = &self.inner.config.metrics_key {
+            let (a, b) = (
+                blake3::hash(key.as_bytes()),
+                blake3::hash(expected.as_bytes()),
+            );
+            // blake3::Hash compares in constant time.
+            if a == b {
+                return Ok(());
+            }
+        }
+        match self.inner.registry.authenticate(key) {
+            Ok(tenant) if tenant.admin => Ok(()),
+            _ => Err(refused()),
+        }
+    }
+
     /// What `name` at `version` (a version, tag, digest, or empty for
     /// `latest`) is for `tenant`.
     ///
@@ -218,6 +293,37 @@ impl Serving {
         if name.is_empty() {
             return Err(ServeError::InvalidInput("a model name is required".into()));
         }
+        // The registry is read (and the manifest parsed) once per reference
+        // and registry change, not on every request.
+        let generation = self.inner.registry.generation();
+        let key = (tenant.name.clone(), name.to_string(), version.to_string());
+        {
+            let mut cache = self.inner.resolved.lock().expect("resolve cache lock");
+            if cache.generation != generation {
+                cache.entries.clear();
+                cache.generation = generation;
+            }
+            if let Some(m) = cache.entries.get(&key) {
+                return Ok(m.clone());
+            }
+        }
+        let manifest = self.resolve_uncached(tenant, name, version)?;
+        let mut cache = self.inner.resolved.lock().expect("resolve cache lock");
+        if cache.generation == generation {
+            if cache.entries.len() >= RESOLVE_CACHE_ENTRIES {
+                cache.entries.clear();
+            }
+            cache.entries.insert(key, manifest.clone());
+        }
+        Ok(manifest)
+    }
+
+    fn resolve_uncached(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        version: &str,
+    ) -> Result<Manifest, ServeError> {
         let reference = if version.is_empty() {
             name.to_string()
         } else if version.starts_with("blake3:") {
@@ -296,9 +402,13 @@ impl Serving {
         let target = match self.target(tenant, &request.model, &request.version) {
             Ok(t) => t,
             Err(e) => {
-                self.inner
-                    .metrics
-                    .rejected(&tenant.name, &request.model, e.reason());
+                // An unknown name gets no series of its own: clients must
+                // not be able to grow /metrics at will.
+                let model = match e {
+                    ServeError::NotFound(_) => "",
+                    _ => request.model.as_str(),
+                };
+                self.inner.metrics.rejected(&tenant.name, model, e.reason());
                 return Err(e);
             }
         };
@@ -325,7 +435,9 @@ impl Serving {
     ) -> Result<(InferResponse, RequestTiming, u64), ServeError> {
         let limits = self.inner.config.limits.of(&tenant.name);
         let waited = Instant::now();
-        let _permit = self.admit(&tenant.name, limits.max_concurrent_requests)?;
+        let guard = RequestGuard(Arc::new(
+            self.admit(&tenant.name, limits.max_concurrent_requests)?,
+        ));
         let mut deadline = limits.request_deadline();
         if let Some(t) = request.timeout {
             deadline = deadline.min(t);
@@ -392,6 +504,11 @@ impl Serving {
         let assembling = Instant::now();
         params.extend(provenance);
         let outputs = select_outputs(&manifest.name, &signature, outputs, &request.outputs)?;
+        check_response_size(
+            &manifest.name,
+            &outputs,
+            self.inner.config.max_response_bytes,
+        )?;
         timing.output = assembling.elapsed();
         Ok((
             InferResponse {
@@ -401,6 +518,7 @@ impl Serving {
                 outputs,
                 params,
                 compute: step_timing.compute,
+                guard: Some(guard),
             },
             timing,
             rows,
@@ -457,30 +575,44 @@ impl Serving {
     }
 
     /// The loaded executor of a model manifest, loading it on first use.
+    ///
+    /// Executors are keyed by the model's bytes *and* how they are served
+    /// ([`executor_key`]): a tenant (or a version) that pushes the same bytes
+    /// with other batching settings gets its own executor, while identical
+    /// settings share one loaded copy. Each tenant using one is recorded, so
+    /// an unload only drops it when no other tenant still uses it.
     async fn executor(&self, tenant: &Tenant, manifest: &Manifest) -> Result<Executor, ServeError> {
-        if let Some(e) = self.inner.models.get(&manifest.digest) {
-            return Ok(e);
-        }
         let context = format!("model `{}`", manifest.reference());
+        let model_error = |error| ServeError::Model {
+            context: context.clone(),
+            error,
+        };
+        // Named by digest, not by the tenant's name: a shared executor's
+        // messages must not show one tenant's module names to another.
         let config = self
             .inner
             .backends
-            .config(&manifest.name, &manifest.executor)
-            .map_err(|error| ServeError::Model {
-                context: context.clone(),
-                error,
-            })?;
-        let backend =
-            self.inner
-                .backends
-                .get(config.backend)
-                .map_err(|error| ServeError::Model {
-                    context: context.clone(),
-                    error,
-                })?;
+            .config(&manifest.digest.short(), &manifest.executor)
+            .map_err(model_error)?;
+        let key = executor_key(&manifest.digest, &config);
+        self.inner
+            .model_users
+            .lock()
+            .expect("model users lock")
+            .entry(key)
+            .or_default()
+            .insert(tenant.name.clone());
+        if let Some(e) = self.inner.models.get(&key) {
+            return Ok(e);
+        }
+        let backend = self
+            .inner
+            .backends
+            .get(config.backend)
+            .map_err(model_error)?;
         let signature = host_signature(&manifest.signature)?;
         let bytes = self.blob(tenant, manifest.digest).await?;
-        let key = ModelKey {
+        let metrics_key = ModelKey {
             tenant: tenant.name.clone(),
             model: manifest.name.clone(),
             version: manifest.version.clone(),
@@ -490,14 +622,16 @@ impl Serving {
         // of the same model loaded nothing.
         self.inner
             .models
-            .get_or_load(manifest.digest, manifest.size, move || {
+            .get_or_load(key, manifest.size, move || {
                 let started = Instant::now();
                 let executor = Executor::start(backend, &bytes, signature, config)?;
-                this.inner.metrics.model_loaded(&key, started.elapsed());
+                this.inner
+                    .metrics
+                    .model_loaded(&metrics_key, started.elapsed());
                 Ok(executor)
             })
             .await
-            .map_err(|error| ServeError::Model { context, error })
+            .map_err(model_error)
     }
 
     /// The loaded component of a manifest.
@@ -623,7 +757,21 @@ impl Serving {
             .expect("unloaded lock")
             .insert((tenant.name.clone(), name.to_string()));
         if manifest.kind == Kind::Model {
-            self.inner.models.remove(&manifest.digest);
+            let config = self
+                .inner
+                .backends
+                .config(&manifest.digest.short(), &manifest.executor)
+                .map_err(|e| ServeError::Internal(e.to_string()))?;
+            let key = executor_key(&manifest.digest, &config);
+            let mut users = self.inner.model_users.lock().expect("model users lock");
+            let last = users.get_mut(&key).is_none_or(|u| {
+                u.remove(&tenant.name);
+                u.is_empty()
+            });
+            if last {
+                users.remove(&key);
+                self.inner.models.remove(&key);
+            }
         }
         Ok(())
     }
@@ -678,10 +826,34 @@ impl Serving {
         Ok(wire::model_config(&m, max_batch, delay_us))
     }
 
-    /// The loaded executor of a model, if loaded (for statistics).
-    pub fn loaded_executor(&self, digest: &Digest) -> Option<Executor> {
-        self.inner.models.get(digest)
+    /// The loaded executor of a model manifest, if loaded (for statistics).
+    pub fn loaded_executor(&self, manifest: &Manifest) -> Option<Executor> {
+        let config = self
+            .inner
+            .backends
+            .config(&manifest.digest.short(), &manifest.executor)
+            .ok()?;
+        self.inner
+            .models
+            .get(&executor_key(&manifest.digest, &config))
     }
+}
+
+/// What identifies a loaded executor: the model's bytes and every setting
+/// that changes how they are served (backend, device, threads, batching,
+/// instances, queue), hashed into one digest.
+pub fn executor_key(model: &Digest, config: &crate::executor::ModelConfig) -> Digest {
+    let settings = format!(
+        "{model}|{:?}|{:?}|{}|{:?}|{:?}|{}|{}",
+        config.backend,
+        config.device,
+        config.intra_threads,
+        config.optimization,
+        config.batching,
+        config.instances,
+        config.queue_capacity
+    );
+    Digest::of(settings.as_bytes())
 }
 
 /// The host form of a stored signature.
@@ -739,13 +911,7 @@ fn check_request(
                 tensor.dtype()
             )));
         }
-        let fits = tensor.shape().len() == spec.shape.len()
-            && tensor
-                .shape()
-                .iter()
-                .zip(&spec.shape)
-                .all(|(&got, &want)| want < 0 || got == want);
-        if !fits {
+        if !spec.admits_shape(tensor.shape()) {
             return Err(ServeError::InvalidInput(format!(
                 "input `{name}` of model `{model}` has shape {:?}, expected {:?} (-1: any)",
                 tensor.shape(),
@@ -761,6 +927,27 @@ fn check_request(
         return Err(ServeError::InvalidInput(format!(
             "model `{model}` needs input `{}` ({} {:?}), which the request lacks",
             missing.name, missing.dtype, missing.shape
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses an answer over `max` bytes. Every output counts in full, with
+/// its name and shape: a component can return many views of one tensor, and
+/// each is encoded (and held by the transport) as a copy of its own.
+fn check_response_size(model: &str, outputs: &NamedTensors, max: usize) -> Result<(), ServeError> {
+    let mut total = 0usize;
+    for (name, t) in outputs {
+        total = total
+            .saturating_add(t.byte_size())
+            .saturating_add(name.len())
+            .saturating_add(std::mem::size_of_val(t.shape()));
+    }
+    if total > max {
+        return Err(ServeError::ResponseTooLarge(format!(
+            "model `{model}` produced an answer of {total} bytes ({} outputs), over the response \
+             limit of {max} bytes; ask for fewer outputs or rows",
+            outputs.len()
         )));
     }
     Ok(())

@@ -79,10 +79,63 @@ mod component {
                     Err(e) => Err(Error::internal(format!("open failed: {e}"))),
                 },
                 "env" => {
-                    let vars: Vec<String> =
-                        std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
-                    let n = vars.len() as i64;
-                    Ok(Outputs::new().with("y", Tensor::from_strings(&[n], vars)?))
+                    let n = std::env::vars().count();
+                    Ok(Outputs::new().with("y", Tensor::from_f32(&[1], vec![n as f32])?))
+                }
+                "sleep" => {
+                    // A blocking WASI call: epoch interruption never fires here.
+                    std::thread::sleep(std::time::Duration::from_secs(30));
+                    Ok(Outputs::new().with("y", inputs.take("x")?))
+                }
+                "keep" => {
+                    // Tensors kept in a global across calls: host memory held by the
+                    // instance. Answers how many this instance holds.
+                    static KEPT: std::sync::Mutex<Vec<Tensor>> = std::sync::Mutex::new(Vec::new());
+                    let t = Tensor::from_u8(&[4 << 20], vec![3u8; 4 << 20])?;
+                    let mut kept = KEPT.lock().unwrap();
+                    kept.push(t);
+                    let n = kept.len();
+                    Ok(Outputs::new().with("y", Tensor::from_f32(&[1], vec![n as f32])?))
+                }
+                "grow" => {
+                    // Grows linear memory by `mib` and keeps it (memory never shrinks).
+                    let mib = params.i64_or("mib", 32)? as usize;
+                    let hold = black_box(vec![5u8; mib << 20]);
+                    std::mem::forget(hold);
+                    Ok(Outputs::new().with("y", inputs.take("x")?))
+                }
+                "grow-and-spin" => {
+                    // Holds `mib` of memory while it spins until its deadline.
+                    let mib = params.i64_or("mib", 32)? as usize;
+                    let hold = black_box(vec![5u8; mib << 20]);
+                    let mut i = 0u64;
+                    loop {
+                        i = black_box(i.wrapping_add(hold[i as usize % hold.len()] as u64));
+                    }
+                }
+                "big" => {
+                    // One output of `mib` MiB (inside the per-call budget).
+                    let mib = params.i64_or("mib", 8)? as usize;
+                    let n = (mib << 20) / 4;
+                    Ok(Outputs::new().with("y", Tensor::from_f32(&[n as i64], vec![1.5; n])?))
+                }
+                "rank" => {
+                    // A shape of a million dimensions costs the host memory, not the guest.
+                    let x = inputs.take("x")?;
+                    let shape = vec![1i64; 1_000_000];
+                    let y = x.reshape(&shape).map_err(Error::from)?;
+                    Ok(Outputs::new().with("y", y))
+                }
+                "wrong-output" => Ok(Outputs::new().with(
+                    "y",
+                    Tensor::from_strings(&[1], vec!["not FP32".to_string()])?,
+                )),
+                "undeclared-output" => Ok(Outputs::new()
+                    .with("y", inputs.take("x")?)
+                    .with("z", Tensor::from_f32(&[1], vec![0.0])?)),
+                "log-forge" => {
+                    conduit_guest::info("ok\nERROR conduit_host: forged line\u{1b}[31m");
+                    Ok(Outputs::new().with("y", inputs.take("x")?))
                 }
                 "socket" => match std::net::TcpStream::connect("127.0.0.1:9") {
                     Ok(_) => Err(Error::internal("connected to a socket")),
