@@ -16,9 +16,10 @@ use std::collections::HashMap;
 /// `conduit infer` options.
 #[derive(clap::Args, Debug)]
 pub struct InferArgs {
-    /// The model, component or pipeline (`name`, or `name` with `--model-version`).
+    /// The model, component or pipeline: any reference (`name`, `name@version`,
+    /// `name:tag`, `name@blake3:<hex>`, `blake3:<hex>`, `tenant/…`), or a name with `--model-version`.
     pub model: String,
-    /// Version, tag or digest (default: `latest`).
+    /// Version, tag or digest within the named module (default: `latest`).
     #[arg(long = "model-version", default_value = "")]
     pub version: String,
     /// An input, `name=JSON` (repeatable); nesting gives the shape.
@@ -36,8 +37,12 @@ pub struct InferArgs {
 }
 
 /// `conduit infer`.
-pub async fn infer(conn: &crate::modules::Connection, args: InferArgs) -> Result<()> {
+pub async fn infer(conn: &crate::modules::Connection, mut args: InferArgs) -> Result<()> {
     let key = conn.key()?;
+    // The reference is parsed once, here: KServe v2 takes a model name and a
+    // version, tag or digest apart.
+    (args.model, args.version) =
+        crate::modules::model_and_version(conn, &args.model, &args.version).await?;
     let channel = tonic::transport::Endpoint::from_shared(conn.registry.clone())?
         .connect()
         .await

@@ -71,12 +71,26 @@ enum Command {
         /// Only names starting with this.
         #[arg(long, default_value = "")]
         name: String,
+        /// Print the manifests as one JSON array.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: modules::Connection,
+    },
+    /// Download a module's bytes, verified against its digest.
+    Pull {
+        /// `name`, `name@version`, `name:tag`, `name@blake3:<hex>` or `blake3:<hex>`.
+        reference: String,
+        /// Where to write them (atomically).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
         #[command(flatten)]
         conn: modules::Connection,
     },
     /// Show one module version: signature, digest, tags, size.
     Inspect {
-        /// `name`, `name@version`, `name:tag` or `blake3:<hex>`.
+        /// `name`, `name@version`, `name:tag`, `name@blake3:<hex>` or `blake3:<hex>`
+        /// (shared by several versions: the one registered first).
         reference: String,
         /// Print the manifest as JSON.
         #[arg(long)]
@@ -93,18 +107,18 @@ enum Command {
         #[command(flatten)]
         conn: modules::Connection,
     },
-    /// Remove a tag.
+    /// Remove a tag (`latest` is the registry's own and cannot be removed).
     Untag {
-        /// Module name.
+        /// Module name (`name` or `tenant/name`).
         name: String,
         /// The tag.
         tag: String,
         #[command(flatten)]
         conn: modules::Connection,
     },
-    /// Delete one version (refused while a tag or another module references it).
+    /// Delete one version (refused while a tag other than `latest` or another module references it).
     Delete {
-        /// `name@version` or `blake3:<hex>`.
+        /// `name@version`, `name@blake3:<hex>` or `blake3:<hex>` (refused when several versions hold it).
         reference: String,
         #[command(flatten)]
         conn: modules::Connection,
@@ -139,6 +153,32 @@ enum TenantCommand {
         #[arg(long, default_value_t = 0)]
         max_stored_bytes: u64,
     },
+    /// List every tenant (admin key).
+    List,
+    /// Delete a tenant (admin key); refused while it holds modules unless --force.
+    Delete {
+        /// Tenant name.
+        name: String,
+        /// Also delete its modules, tags and uploads.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replace an API key and print the new one once; the old key fails at once.
+    RotateKey {
+        /// Tenant (default: your own; another tenant needs an admin key).
+        name: Option<String>,
+    },
+    /// Revoke a tenant's API key without printing a new one (admin key);
+    /// `rotate-key NAME` issues a new one later.
+    RevokeKey {
+        /// Tenant name.
+        name: String,
+    },
+    /// Show stored bytes, limits, module count and compiled-artifact bytes.
+    Usage {
+        /// Tenant (default: your own; another tenant needs an admin key).
+        name: Option<String>,
+    },
 }
 
 fn main() {
@@ -148,6 +188,8 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -205,7 +247,17 @@ async fn run(command: Command) -> Result<()> {
         Command::Registry(args) => serve::serve(args, false).await?,
         Command::Push { args, conn } => modules::push(&conn, args).await?,
         Command::Infer { args, conn } => infer::infer(&conn, args).await?,
-        Command::List { kind, name, conn } => modules::list(&conn, kind, name).await?,
+        Command::List {
+            kind,
+            name,
+            json,
+            conn,
+        } => modules::list(&conn, kind, name, json).await?,
+        Command::Pull {
+            reference,
+            output,
+            conn,
+        } => modules::pull(&conn, &reference, &output).await?,
         Command::Inspect {
             reference,
             json,
@@ -218,15 +270,24 @@ async fn run(command: Command) -> Result<()> {
         } => modules::tag(&conn, &reference, &tag).await?,
         Command::Untag { name, tag, conn } => modules::untag(&conn, &name, &tag).await?,
         Command::Delete { reference, conn } => modules::delete(&conn, &reference).await?,
-        Command::Tenant {
-            command:
-                TenantCommand::Create {
-                    name,
-                    max_upload_bytes,
-                    max_stored_bytes,
-                },
-            conn,
-        } => modules::create_tenant(&conn, &name, max_upload_bytes, max_stored_bytes).await?,
+        Command::Tenant { command, conn } => match command {
+            TenantCommand::Create {
+                name,
+                max_upload_bytes,
+                max_stored_bytes,
+            } => modules::create_tenant(&conn, &name, max_upload_bytes, max_stored_bytes).await?,
+            TenantCommand::List => modules::list_tenants(&conn).await?,
+            TenantCommand::Delete { name, force } => {
+                modules::delete_tenant(&conn, &name, force).await?;
+            }
+            TenantCommand::RotateKey { name } => {
+                modules::rotate_key(&conn, name.as_deref(), true).await?;
+            }
+            TenantCommand::RevokeKey { name } => {
+                modules::rotate_key(&conn, Some(&name), false).await?;
+            }
+            TenantCommand::Usage { name } => modules::usage(&conn, name.as_deref()).await?,
+        },
         Command::Gc {
             grace_seconds,
             conn,

@@ -2,7 +2,9 @@
 //! tenant create, gc. Each calls [`RegistryClient`] and prints the result.
 
 use anyhow::{Context, Result, bail};
-use conduit_registry::{ExecutorHints, Kind, ListQuery, Manifest, PushProgress, RegistryClient};
+use conduit_registry::{
+    Digest, ExecutorHints, Kind, ListQuery, Manifest, PushProgress, Reference, RegistryClient,
+};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -121,15 +123,32 @@ pub async fn push(conn: &Connection, args: PushArgs) -> Result<()> {
             },
         ),
     };
-    let progress = PushProgress::default();
     let total = bytes.len() as u64;
-    let bar = progress_bar(progress.clone(), total);
-    let uploaded = client.upload(&bytes, &progress).await;
-    bar.abort();
-    if std::io::stderr().is_terminal() {
-        eprint!("\r\x1b[2K");
-    }
-    let (digest, deduplicated) = uploaded?;
+    let digest = Digest::of(&bytes);
+    // Names, version, tags, immutability and limits are checked before a
+    // byte is sent.
+    let exists = client
+        .check_push(
+            kind,
+            &args.name,
+            &args.version,
+            &args.tags,
+            total,
+            Some(&digest),
+        )
+        .await?;
+    let deduplicated = if exists {
+        true
+    } else {
+        let progress = PushProgress::default();
+        let bar = progress_bar(progress.clone(), total);
+        let uploaded = client.upload(&bytes, &progress).await;
+        bar.abort();
+        if std::io::stderr().is_terminal() {
+            eprint!("\r\x1b[2K");
+        }
+        uploaded?.1
+    };
     let (manifest, created) = client
         .put_manifest(
             kind,
@@ -194,8 +213,13 @@ fn print_tags(m: &Manifest) {
     }
 }
 
-/// `conduit list`.
-pub async fn list(conn: &Connection, kind: Option<PushKindOrPipeline>, name: String) -> Result<()> {
+/// `conduit list`: a table, or with `json` one JSON array of manifests.
+pub async fn list(
+    conn: &Connection,
+    kind: Option<PushKindOrPipeline>,
+    name: String,
+    json: bool,
+) -> Result<()> {
     let client = conn.connect().await?;
     let mut query = ListQuery {
         kind: kind.map(PushKindOrPipeline::kind),
@@ -203,31 +227,48 @@ pub async fn list(conn: &Connection, kind: Option<PushKindOrPipeline>, name: Str
         page_size: 500,
         page_token: String::new(),
     };
+    let mut all = Vec::new();
     let mut first = true;
     loop {
         let (page, next) = client.list(&query).await?;
-        if std::mem::take(&mut first) {
-            println!(
-                "{:<10} {:<32} {:<12} {:<20} {:>10}  DIGEST",
-                "KIND", "NAME", "VERSION", "TAGS", "SIZE"
-            );
-        }
-        for m in page {
-            println!(
-                "{:<10} {:<32} {:<12} {:<20} {:>10}  {}",
-                m.kind.to_string(),
-                m.name,
-                m.version,
-                m.tags.join(","),
-                human_bytes(m.size),
-                m.digest.short()
-            );
+        if json {
+            all.extend(page);
+        } else {
+            if std::mem::take(&mut first) {
+                println!(
+                    "{:<10} {:<32} {:<12} {:<20} {:>10}  DIGEST",
+                    "KIND", "NAME", "VERSION", "TAGS", "SIZE"
+                );
+            }
+            for m in page {
+                println!(
+                    "{:<10} {:<32} {:<12} {:<20} {:>10}  {}",
+                    m.kind.to_string(),
+                    m.name,
+                    m.version,
+                    m.tags.join(","),
+                    human_bytes(m.size),
+                    m.digest.short()
+                );
+            }
         }
         if next.is_empty() {
-            return Ok(());
+            break;
         }
         query.page_token = next;
     }
+    if json {
+        let values = all.iter().map(manifest_json).collect::<Result<Vec<_>>>()?;
+        println!("{}", serde_json::to_string_pretty(&values)?);
+    }
+    Ok(())
+}
+
+/// A manifest as `inspect --json` and `list --json` print it.
+fn manifest_json(m: &Manifest) -> Result<serde_json::Value> {
+    let mut value = serde_json::to_value(m)?;
+    value["tags"] = serde_json::json!(m.tags);
+    Ok(value)
 }
 
 /// Any module kind, for filters.
@@ -255,9 +296,7 @@ impl PushKindOrPipeline {
 pub async fn inspect(conn: &Connection, reference: &str, json: bool) -> Result<()> {
     let m = conn.connect().await?.resolve(reference).await?;
     if json {
-        let mut value = serde_json::to_value(&m)?;
-        value["tags"] = serde_json::json!(m.tags);
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{}", serde_json::to_string_pretty(&manifest_json(&m)?)?);
         return Ok(());
     }
     println!("{}/{} ({})", m.tenant, m.reference(), m.kind);
@@ -351,6 +390,147 @@ pub async fn create_tenant(
     println!("tenant `{name}` created; its API key (shown once):");
     println!("{key}");
     Ok(())
+}
+
+/// `conduit tenant list`.
+pub async fn list_tenants(conn: &Connection) -> Result<()> {
+    let tenants = conn.connect().await?.tenants().await?;
+    println!(
+        "{:<24} {:<6} {:<9} {:>12} {:>12}  CREATED",
+        "TENANT", "ADMIN", "KEY", "MAX UPLOAD", "MAX STORED"
+    );
+    for t in tenants {
+        println!(
+            "{:<24} {:<6} {:<9} {:>12} {:>12}  {}",
+            t.name,
+            if t.admin { "yes" } else { "no" },
+            t.key_id,
+            human_bytes(t.max_upload_bytes),
+            human_bytes(t.max_stored_bytes),
+            t.created_at
+        );
+    }
+    Ok(())
+}
+
+/// `conduit tenant delete`.
+pub async fn delete_tenant(conn: &Connection, name: &str, force: bool) -> Result<()> {
+    let versions = conn.connect().await?.delete_tenant(name, force).await?;
+    println!("tenant `{name}` deleted with {versions} module versions");
+    Ok(())
+}
+
+/// `conduit tenant rotate-key` (prints the new key) and `revoke-key` (does
+/// not: the tenant is locked out until an admin rotates its key again).
+pub async fn rotate_key(conn: &Connection, tenant: Option<&str>, show: bool) -> Result<()> {
+    let (name, key) = conn.connect().await?.rotate_key(tenant).await?;
+    if show {
+        println!("new API key of tenant `{name}` (shown once; the old key no longer works):");
+        println!("{key}");
+    } else {
+        println!(
+            "the API key of tenant `{name}` is revoked; `conduit tenant rotate-key {name}` issues a new one"
+        );
+    }
+    Ok(())
+}
+
+/// `conduit tenant usage`.
+pub async fn usage(conn: &Connection, tenant: Option<&str>) -> Result<()> {
+    let u = conn.connect().await?.usage(tenant).await?;
+    println!("tenant:     {}", u.tenant);
+    println!(
+        "stored:     {} of {} ({} of {} bytes)",
+        human_bytes(u.stored_bytes),
+        human_bytes(u.limits.max_stored_bytes),
+        u.stored_bytes,
+        u.limits.max_stored_bytes
+    );
+    println!(
+        "per upload: {} ({} bytes)",
+        human_bytes(u.limits.max_upload_bytes),
+        u.limits.max_upload_bytes
+    );
+    println!("modules:    {} ({} versions)", u.modules, u.versions);
+    println!(
+        "compiled:   {} ({} bytes, not charged)",
+        human_bytes(u.compiled_bytes),
+        u.compiled_bytes
+    );
+    Ok(())
+}
+
+/// `conduit pull`: the module's bytes, verified against its digest, written
+/// to `out` atomically (a temporary file beside it, then a rename).
+pub async fn pull(conn: &Connection, reference: &str, out: &std::path::Path) -> Result<()> {
+    let client = conn.connect().await?;
+    let m = client.resolve(reference).await?;
+    let bytes = client.download(&m.digest).await?;
+    let got = Digest::of(&bytes);
+    if got != m.digest {
+        bail!(
+            "downloaded bytes hash to {got}, not {}; nothing written",
+            m.digest
+        );
+    }
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let file_name = out
+        .file_name()
+        .with_context(|| format!("{} is not a file name", out.display()))?;
+    let temp = dir.join(format!(
+        ".{}.{}.part",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&temp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&temp, out)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e).with_context(|| format!("writing {}", out.display()));
+    }
+    println!(
+        "pulled {} {} ({}) to {}",
+        m.reference(),
+        m.digest,
+        human_bytes(m.size),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Splits a reference given to `infer` into the KServe v2 model name and
+/// `model_version` (version, tag or digest; empty for `latest`), parsing it
+/// once. A bare digest or a `tenant/` prefix is resolved through the
+/// registry, which knows the name and whether the namespace is the caller's.
+pub async fn model_and_version(
+    conn: &Connection,
+    reference: &str,
+    version: &str,
+) -> Result<(String, String)> {
+    let bare = !reference.contains(['@', ':']);
+    if !version.is_empty() && !bare {
+        bail!("give the version once: in the reference (`{reference}`) or with --model-version");
+    }
+    let (tenant, parsed) = Reference::parse(reference)?;
+    let name = match (tenant, parsed.name()) {
+        (None, Some(name)) => name.to_string(),
+        _ => conn.connect().await?.resolve(reference).await?.name,
+    };
+    let version = match parsed {
+        _ if !version.is_empty() => version.to_string(),
+        Reference::Version { version, .. } => version.to_string(),
+        Reference::Tag { .. } if bare => String::new(),
+        Reference::Tag { tag, .. } => tag,
+        Reference::Digest(d) | Reference::Content { digest: d, .. } => d.to_string(),
+    };
+    Ok((name, version))
 }
 
 /// `conduit gc`.

@@ -23,6 +23,46 @@ impl Compiler {
         }
     }
 
+    /// The cached artifacts of `digest`, for any engine (a file name is
+    /// `{hex}-{compatibility}.cwasm`).
+    fn artifacts(&self, digest: &Digest) -> Vec<(PathBuf, u64)> {
+        let Some(dir) = &self.dir else {
+            return Vec::new();
+        };
+        let prefix = format!("{}-", digest.hex());
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(&prefix) && name.ends_with(".cwasm")
+            })
+            .map(|e| (e.path(), e.metadata().map_or(0, |m| m.len())))
+            .collect()
+    }
+
+    /// Bytes the cached artifacts of `digest` take on disk.
+    pub(crate) fn artifact_bytes(&self, digest: &Digest) -> u64 {
+        self.artifacts(digest).iter().map(|(_, n)| n).sum()
+    }
+
+    /// Removes the cached artifacts of `digest`; returns the bytes freed.
+    pub(crate) fn forget(&self, digest: &Digest) -> u64 {
+        let mut freed = 0;
+        for (path, size) in self.artifacts(digest) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => freed += size,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "removing a compiled artifact: {e}")
+                }
+            }
+        }
+        freed
+    }
+
     /// Compiles `bytes`, or loads the cached artifact for `digest`.
     ///
     /// # Errors

@@ -167,6 +167,23 @@ impl Runtime {
         Ok(map.entry(digest).or_insert(component).clone())
     }
 
+    /// Forgets the component `digest`: drops it from memory (calls holding
+    /// it finish on it) and removes its compiled artifact from the disk
+    /// cache. Returns the bytes freed on disk.
+    pub fn forget(&self, digest: &Digest) -> u64 {
+        self.inner
+            .components
+            .write()
+            .expect("component map lock")
+            .remove(digest);
+        self.inner.compiler.forget(digest)
+    }
+
+    /// Bytes the compiled artifact of `digest` takes in the disk cache.
+    pub fn compiled_bytes(&self, digest: &Digest) -> u64 {
+        self.inner.compiler.artifact_bytes(digest)
+    }
+
     /// The loaded component with `digest`, if any.
     pub fn get(&self, digest: &Digest) -> Option<Arc<Component>> {
         self.inner

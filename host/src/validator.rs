@@ -54,6 +54,16 @@ pub fn registry_signature(s: &Signature) -> conduit_registry::Signature {
 }
 
 impl Validator for RuntimeValidator {
+    /// Removes the component's compiled artifact (memory and disk cache).
+    fn forget(&self, digest: &conduit_registry::Digest) {
+        let freed = self.runtime.forget(digest);
+        tracing::debug!(%digest, freed, "compiled artifact forgotten");
+    }
+
+    fn derived_bytes(&self, digest: &conduit_registry::Digest) -> u64 {
+        self.runtime.compiled_bytes(digest)
+    }
+
     fn validate<'a>(&'a self, candidate: Candidate<'a>) -> ValidateFuture<'a> {
         Box::pin(async move {
             let turns = self

@@ -1,7 +1,9 @@
 //! A client of the registry's control plane, for the CLI, runners and tests.
 
 use crate::convert::{hints_to_pb, kind_to_pb, manifest_from_pb};
-use crate::{Digest, ExecutorHints, GcReport, Kind, ListQuery, Manifest, RegistryError};
+use crate::{
+    Digest, ExecutorHints, GcReport, Kind, ListQuery, Manifest, RegistryError, TenantLimits, Usage,
+};
 use conduit_proto::registry::v1 as pb;
 use conduit_proto::registry::v1::registry_client::RegistryClient as Raw;
 use futures_core::Stream;
@@ -268,10 +270,13 @@ impl RegistryClient {
         Ok((manifest(reply.manifest)?, reply.created))
     }
 
-    /// Uploads `bytes` and registers them as `name@version`.
+    /// Checks the push ([`RegistryClient::check_push`]), uploads `bytes`
+    /// unless this version holds them already, and registers them as
+    /// `name@version`.
     ///
     /// # Errors
-    /// As [`RegistryClient::upload`] and [`RegistryClient::put_manifest`].
+    /// As [`RegistryClient::check_push`], [`RegistryClient::upload`] and
+    /// [`RegistryClient::put_manifest`].
     pub async fn push(
         &self,
         kind: Kind,
@@ -281,7 +286,13 @@ impl RegistryClient {
         tags: &[String],
         progress: &PushProgress,
     ) -> Result<(Manifest, bool), ClientError> {
-        let (digest, _) = self.upload(bytes, progress).await?;
+        let digest = Digest::of(bytes);
+        let exists = self
+            .check_push(kind, name, version, tags, bytes.len() as u64, Some(&digest))
+            .await?;
+        if !exists {
+            self.upload(bytes, progress).await?;
+        }
         self.put_manifest(
             kind,
             name,
@@ -430,6 +441,109 @@ impl RegistryClient {
             }))
             .await?;
         Ok(r.into_inner().api_key)
+    }
+
+    /// Runs the cheap checks of a push (names, version, tags, existing
+    /// version, limits) before any byte is sent; returns whether this
+    /// version exists with this content already.
+    ///
+    /// # Errors
+    /// As the registry reports them.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn check_push(
+        &self,
+        kind: Kind,
+        name: &str,
+        version: &str,
+        tags: &[String],
+        size: u64,
+        digest: Option<&Digest>,
+    ) -> Result<bool, ClientError> {
+        let r = self
+            .raw
+            .clone()
+            .check_push(self.request(pb::CheckPushRequest {
+                kind: kind_to_pb(kind) as i32,
+                name: name.to_string(),
+                version: version.to_string(),
+                tags: tags.to_vec(),
+                size,
+                digest: digest.map(ToString::to_string).unwrap_or_default(),
+            }))
+            .await?;
+        Ok(r.into_inner().exists)
+    }
+
+    /// What a tenant (the caller when `None`) stores and may store.
+    ///
+    /// # Errors
+    /// [`Code::PermissionDenied`] for another tenant without an admin key.
+    pub async fn usage(&self, tenant: Option<&str>) -> Result<Usage, ClientError> {
+        let u = self
+            .raw
+            .clone()
+            .usage(self.request(pb::UsageRequest {
+                tenant: tenant.unwrap_or_default().to_string(),
+            }))
+            .await?
+            .into_inner();
+        Ok(Usage {
+            tenant: u.tenant,
+            stored_bytes: u.stored_bytes,
+            limits: TenantLimits {
+                max_upload_bytes: u.max_upload_bytes,
+                max_stored_bytes: u.max_stored_bytes,
+            },
+            modules: u.modules,
+            versions: u.versions,
+            compiled_bytes: u.compiled_bytes,
+        })
+    }
+
+    /// Every tenant (admin only).
+    ///
+    /// # Errors
+    /// [`Code::PermissionDenied`] for a non-admin key.
+    pub async fn tenants(&self) -> Result<Vec<pb::TenantInfo>, ClientError> {
+        let r = self
+            .raw
+            .clone()
+            .list_tenants(self.request(pb::ListTenantsRequest {}))
+            .await?;
+        Ok(r.into_inner().tenants)
+    }
+
+    /// Deletes a tenant (admin only); returns how many versions went with it.
+    ///
+    /// # Errors
+    /// [`Code::FailedPrecondition`] while it holds modules and not `force`.
+    pub async fn delete_tenant(&self, name: &str, force: bool) -> Result<u64, ClientError> {
+        let r = self
+            .raw
+            .clone()
+            .delete_tenant(self.request(pb::DeleteTenantRequest {
+                name: name.to_string(),
+                force,
+            }))
+            .await?;
+        Ok(r.into_inner().versions_deleted)
+    }
+
+    /// Replaces a tenant's key (the caller's own when `None`); returns the
+    /// tenant and its new key.
+    ///
+    /// # Errors
+    /// [`Code::PermissionDenied`] for another tenant without an admin key.
+    pub async fn rotate_key(&self, tenant: Option<&str>) -> Result<(String, String), ClientError> {
+        let r = self
+            .raw
+            .clone()
+            .rotate_key(self.request(pb::RotateKeyRequest {
+                tenant: tenant.unwrap_or_default().to_string(),
+            }))
+            .await?
+            .into_inner();
+        Ok((r.tenant, r.api_key))
     }
 }
 

@@ -53,11 +53,16 @@ pub use digest::{Digest, DigestParseError};
 pub use error::RegistryError;
 pub use local::LocalBlobStore;
 pub use manifest::{ExecutorHints, Kind, Manifest, Signature, TensorSpec};
-pub use names::{Reference, check_name, check_tag, check_tenant, parse_version};
+pub use names::{
+    Reference, check_name, check_tag, check_tenant, check_user_tag, parse_version, shown,
+    split_tenant,
+};
 pub use pipeline::{ParamValue, PipelineDef, PipelineOutput, Step, StepInput, Wire};
-pub use registry::{Bootstrap, GcReport, ListQuery, NewManifest, Registry, RegistryConfig, Upload};
+pub use registry::{
+    Bootstrap, GcReport, ListQuery, NewManifest, Registry, RegistryConfig, Upload, Usage,
+};
 pub use service::{RegistryService, serve};
-pub use tenant::{Tenant, TenantLimits};
+pub use tenant::{Tenant, TenantLimits, bearer_key};
 /// gRPC status codes, as [`ClientError::code`] reports them.
 pub use tonic::Code;
 pub use validate::{Candidate, ValidateFuture, Validated, Validator};

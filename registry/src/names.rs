@@ -5,6 +5,17 @@ use semver::Version;
 use std::fmt;
 
 const MAX_NAME: usize = 128;
+/// Longest piece of caller input an error message repeats.
+const MAX_SHOWN: usize = 64;
+
+/// `s` as an error message may repeat it: at most 64 characters, the rest
+/// replaced by `…`, so a message never echoes unbounded input.
+pub fn shown(s: &str) -> String {
+    match s.char_indices().nth(MAX_SHOWN) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
+}
 
 fn check(
     what: &str,
@@ -17,12 +28,14 @@ fn check(
     }
     if s.len() > max {
         return Err(RegistryError::InvalidArgument(format!(
-            "{what} `{s}` is longer than {max} characters"
+            "{what} `{}` is longer than {max} characters",
+            shown(s)
         )));
     }
     if let Some((_, c)) = s.char_indices().find(|&(i, c)| !ok(i, c)) {
         return Err(RegistryError::InvalidArgument(format!(
-            "{what} `{s}` has an invalid character {c:?}"
+            "{what} `{}` has an invalid character {c:?}",
+            shown(s)
         )));
     }
     Ok(())
@@ -51,14 +64,56 @@ pub fn check_name(name: &str) -> Result<(), RegistryError> {
 }
 
 /// Checks a tag: letters, digits, `-`, `_` and `.`, starting with a letter,
-/// digit or `_`, at most 128 characters.
+/// digit or `_`, at most 128 characters, and not shaped like a version
+/// (`1.0.0`, `v1.0.0-rc.1`): a reference must never mean a tag to one
+/// command and a version to another.
 ///
 /// # Errors
 /// [`RegistryError::InvalidArgument`] naming the problem.
 pub fn check_tag(tag: &str) -> Result<(), RegistryError> {
     check("tag", tag, MAX_NAME, |i, c| {
         c.is_ascii_alphanumeric() || c == '_' || (i > 0 && matches!(c, '-' | '.'))
-    })
+    })?;
+    let bare = tag.strip_prefix(['v', 'V']).unwrap_or(tag);
+    if Version::parse(bare).is_ok() {
+        return Err(RegistryError::InvalidArgument(format!(
+            "tag `{}` looks like a version; versions are given as `name@version`, tags need another name",
+            shown(tag)
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a tag a user may set or remove: [`check_tag`], and not `latest`,
+/// which the registry maintains itself (it always names the highest
+/// release, or the highest pre-release while there is no release).
+///
+/// # Errors
+/// [`RegistryError::InvalidArgument`] naming the problem.
+pub fn check_user_tag(tag: &str) -> Result<(), RegistryError> {
+    check_tag(tag)?;
+    if tag == "latest" {
+        return Err(RegistryError::InvalidArgument(
+            "tag `latest` is maintained by the registry (it names the highest release); \
+             it cannot be set or removed"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Splits an optional `tenant/` prefix off `s`, checking the tenant name.
+///
+/// # Errors
+/// [`RegistryError::InvalidArgument`] for a bad tenant name.
+pub fn split_tenant(s: &str) -> Result<(Option<&str>, &str), RegistryError> {
+    match s.split_once('/') {
+        Some((t, rest)) => {
+            check_tenant(t)?;
+            Ok((Some(t), rest))
+        }
+        None => Ok((None, s)),
+    }
 }
 
 /// Parses a semantic version (`1.2.3`, `1.0.0-rc.1`); build metadata is
@@ -70,13 +125,14 @@ pub fn check_tag(tag: &str) -> Result<(), RegistryError> {
 pub fn parse_version(s: &str) -> Result<Version, RegistryError> {
     let v = Version::parse(s).map_err(|e| {
         RegistryError::InvalidArgument(format!(
-            "version `{s}` is not a semantic version (like 1.2.3): {e}"
+            "version `{}` is not a semantic version (like 1.2.3): {e}",
+            shown(s)
         ))
     })?;
     if !v.build.is_empty() {
         return Err(RegistryError::InvalidArgument(format!(
-            "version `{s}` has build metadata (`+{}`); use a pre-release or a new version",
-            v.build
+            "version `{}` has build metadata; use a pre-release or a new version",
+            shown(s)
         )));
     }
     Ok(v)
@@ -99,35 +155,43 @@ pub enum Reference {
         /// Tag.
         tag: String,
     },
-    /// `blake3:<hex>`: the module with this content.
+    /// `blake3:<hex>`: the module with this content. When several versions
+    /// hold it, lookups take the one registered first (stable: later pushes
+    /// never change the answer); deletion refuses and names them.
     Digest(Digest),
+    /// `name@blake3:<hex>`: the version of `name` with this content.
+    Content {
+        /// Module name.
+        name: String,
+        /// Its content.
+        digest: Digest,
+    },
 }
 
 impl Reference {
-    /// Parses `name`, `name@version`, `name:tag` or `blake3:<hex>`, optionally
-    /// prefixed with `tenant/`. Returns the tenant prefix, if any, alongside.
+    /// Parses `name`, `name@version`, `name:tag`, `name@blake3:<hex>` or
+    /// `blake3:<hex>`, optionally prefixed with `tenant/`. Returns the tenant
+    /// prefix, if any, alongside.
     ///
     /// # Errors
     /// [`RegistryError::InvalidArgument`] naming the problem.
     pub fn parse(s: &str) -> Result<(Option<&str>, Self), RegistryError> {
         if s.starts_with("blake3:") {
-            let d = s
-                .parse()
-                .map_err(|e| RegistryError::InvalidArgument(format!("{e}")))?;
-            return Ok((None, Self::Digest(d)));
+            return Ok((None, Self::Digest(digest(s)?)));
         }
-        let (tenant, rest) = match s.split_once('/') {
-            Some((t, rest)) => {
-                check_tenant(t)?;
-                (Some(t), rest)
-            }
-            None => (None, s),
-        };
+        let (tenant, rest) = split_tenant(s)?;
         let reference = if let Some((name, version)) = rest.split_once('@') {
             check_name(name)?;
-            Self::Version {
-                name: name.to_string(),
-                version: parse_version(version)?,
+            if version.starts_with("blake3:") {
+                Self::Content {
+                    name: name.to_string(),
+                    digest: digest(version)?,
+                }
+            } else {
+                Self::Version {
+                    name: name.to_string(),
+                    version: parse_version(version)?,
+                }
             }
         } else if let Some((name, tag)) = rest.split_once(':') {
             check_name(name)?;
@@ -145,6 +209,51 @@ impl Reference {
         };
         Ok((tenant, reference))
     }
+
+    /// The reference KServe v2 callers give as a model name and a
+    /// `model_version` field: empty (`latest`), a version, a tag or a
+    /// digest — always within module `name`.
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidArgument`] naming the problem.
+    pub fn in_module(name: &str, version: &str) -> Result<Self, RegistryError> {
+        check_name(name)?;
+        let name = name.to_string();
+        Ok(if version.is_empty() {
+            Self::Tag {
+                name,
+                tag: "latest".into(),
+            }
+        } else if version.starts_with("blake3:") {
+            Self::Content {
+                name,
+                digest: digest(version)?,
+            }
+        } else if let Ok(v) = parse_version(version) {
+            Self::Version { name, version: v }
+        } else {
+            check_tag(version)?;
+            Self::Tag {
+                name,
+                tag: version.to_string(),
+            }
+        })
+    }
+
+    /// The module name, when the reference has one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Self::Version { name, .. } | Self::Tag { name, .. } | Self::Content { name, .. } => {
+                Some(name)
+            }
+            Self::Digest(_) => None,
+        }
+    }
+}
+
+fn digest(s: &str) -> Result<Digest, RegistryError> {
+    s.parse()
+        .map_err(|e| RegistryError::InvalidArgument(format!("`{}` is not a digest: {e}", shown(s))))
 }
 
 impl fmt::Display for Reference {
@@ -153,6 +262,7 @@ impl fmt::Display for Reference {
             Self::Version { name, version } => write!(f, "{name}@{version}"),
             Self::Tag { name, tag } => write!(f, "{name}:{tag}"),
             Self::Digest(d) => write!(f, "{d}"),
+            Self::Content { name, digest } => write!(f, "{name}@{digest}"),
         }
     }
 }
@@ -178,6 +288,46 @@ mod tests {
     }
 
     #[test]
+    fn version_shaped_tags_and_latest_are_refused() {
+        for bad in ["1.0.0", "v1.0.0", "V2.1.3-rc.1", "0.0.1"] {
+            let e = check_tag(bad).unwrap_err().to_string();
+            assert!(e.contains("looks like a version"), "{bad}: {e}");
+        }
+        for good in ["prod", "1", "v1", "1.0", "stable-1.0"] {
+            check_tag(good).unwrap();
+        }
+        assert!(check_user_tag("latest").is_err());
+        check_tag("latest").unwrap();
+    }
+
+    #[test]
+    fn digests_within_a_module() {
+        let d = Digest::of(b"x");
+        let (_, r) = Reference::parse(&format!("acme/ops@{d}")).unwrap();
+        assert_eq!(
+            r,
+            Reference::Content {
+                name: "ops".into(),
+                digest: d
+            }
+        );
+        assert_eq!(Reference::in_module("ops", &d.to_string()).unwrap(), r);
+        assert_eq!(
+            Reference::in_module("ops", "").unwrap().to_string(),
+            "ops:latest"
+        );
+        assert_eq!(
+            Reference::in_module("ops", "1.2.0").unwrap().to_string(),
+            "ops@1.2.0"
+        );
+        assert_eq!(
+            Reference::in_module("ops", "prod").unwrap().to_string(),
+            "ops:prod"
+        );
+        assert!(Reference::in_module("ops", "v1.0.0").is_err());
+    }
+
+    #[test]
     fn rejects_bad_names_versions_and_tags() {
         for bad in [
             "",
@@ -199,6 +349,8 @@ mod tests {
             assert!(Reference::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(check_name(&"a".repeat(129)).is_err());
+        let long = check_name(&"A".repeat(10_000)).unwrap_err().to_string();
+        assert!(long.len() < 200, "{long}");
         assert!(check_tenant("acme-corp").is_ok());
         assert!(check_tenant("acme_corp").is_err());
     }

@@ -3,7 +3,9 @@
 
 use crate::blob::{BlobStore, BlobWriter, Committed};
 use crate::manifest::{rfc3339, unix_now};
-use crate::names::{Reference, check_name, check_tag, check_tenant, parse_version};
+use crate::names::{
+    Reference, check_name, check_tenant, check_user_tag, parse_version, shown, split_tenant,
+};
 use crate::store::{self, BY_DIGEST, KEYS, MANIFESTS, TAGS, TENANTS, UPLOADS, UploadRecord};
 use crate::tenant::{hash_key, new_key};
 use crate::validate::{Candidate, Validator};
@@ -65,6 +67,26 @@ pub struct ListQuery {
     pub page_size: u32,
     /// Continue after this token.
     pub page_token: String,
+}
+
+/// What a tenant stores and may store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    /// The tenant.
+    pub tenant: String,
+    /// Bytes charged: the distinct blobs its manifests name, plus its
+    /// uploads no manifest names yet (until registered, rejected, or
+    /// collected after the grace period).
+    pub stored_bytes: u64,
+    /// Its limits.
+    pub limits: TenantLimits,
+    /// Distinct module names.
+    pub modules: u64,
+    /// Module versions.
+    pub versions: u64,
+    /// Bytes of what validation derived from its modules and keeps
+    /// (compiled components in the runtime's disk cache); not charged.
+    pub compiled_bytes: u64,
 }
 
 /// What garbage collection did.
@@ -203,11 +225,7 @@ impl Registry {
         name: &str,
         limits: Option<TenantLimits>,
     ) -> Result<(Tenant, String), RegistryError> {
-        if !caller.admin {
-            return Err(RegistryError::PermissionDenied(
-                "only an admin tenant may create tenants".into(),
-            ));
-        }
+        admin_only(caller, "create tenants")?;
         check_tenant(name)?;
         let key = self.insert_tenant(
             name,
@@ -250,6 +268,221 @@ impl Registry {
         Ok(key)
     }
 
+    /// Every tenant, by name (admin only).
+    ///
+    /// # Errors
+    /// [`RegistryError::PermissionDenied`] for a non-admin caller.
+    pub fn tenants(&self, caller: &Tenant) -> Result<Vec<Tenant>, RegistryError> {
+        admin_only(caller, "list tenants")?;
+        let txn = self.inner.db.begin_read()?;
+        let tenants = txn.open_table(TENANTS)?;
+        store::scan(&tenants, "", None)?
+            .into_iter()
+            .map(|(_, v)| Ok(serde_json::from_slice(&v)?))
+            .collect()
+    }
+
+    /// Replaces the API key of `tenant` (the caller's own when `None`): the
+    /// old key fails from the next call on. Returns the tenant's name and
+    /// its new key (shown once). Rotating is also how a leaked key is
+    /// revoked.
+    ///
+    /// # Errors
+    /// [`RegistryError::PermissionDenied`] when a non-admin names another
+    /// tenant; [`RegistryError::NotFound`] for an unknown tenant.
+    pub fn rotate_key(
+        &self,
+        caller: &Tenant,
+        tenant: Option<&str>,
+    ) -> Result<(String, String), RegistryError> {
+        let name = tenant.unwrap_or(&caller.name);
+        if name != caller.name {
+            admin_only(caller, "rotate another tenant's key")?;
+        }
+        let key = new_key()
+            .map_err(|e| RegistryError::Storage(format!("no randomness for a key: {e}")))?;
+        let txn = self.inner.db.begin_write()?;
+        {
+            let mut tenants = txn.open_table(TENANTS)?;
+            let mut t: Tenant = store::get(&tenants, name)?.ok_or_else(|| {
+                RegistryError::NotFound(format!("tenant `{}` not found", shown(name)))
+            })?;
+            let mut keys = txn.open_table(KEYS)?;
+            keys.remove(t.key_hash.as_str())?;
+            t.key_hash = hash_key(&key);
+            keys.insert(t.key_hash.as_str(), name.as_bytes())?;
+            store::put(&mut tenants, name, &t)?;
+        }
+        txn.commit()?;
+        tracing::info!(tenant = name, by = %caller.name, "API key rotated");
+        Ok((name.to_string(), key))
+    }
+
+    /// Deletes tenant `name` and its key (admin only). Refused while it
+    /// holds module versions unless `force`, which deletes them with their
+    /// tags and the tenant's uploads. Returns how many versions went.
+    ///
+    /// # Errors
+    /// [`RegistryError::PermissionDenied`] for a non-admin caller;
+    /// [`RegistryError::FailedPrecondition`] for the caller's own tenant, or
+    /// one holding modules without `force`; [`RegistryError::NotFound`].
+    pub fn delete_tenant(
+        &self,
+        caller: &Tenant,
+        name: &str,
+        force: bool,
+    ) -> Result<u64, RegistryError> {
+        admin_only(caller, "delete tenants")?;
+        if name == caller.name {
+            return Err(RegistryError::FailedPrecondition(
+                "a tenant cannot delete itself; use another admin key".into(),
+            ));
+        }
+        let txn = self.inner.db.begin_write()?;
+        let (versions, digests) = {
+            let mut tenants = txn.open_table(TENANTS)?;
+            let t: Tenant = store::get(&tenants, name)?.ok_or_else(|| {
+                RegistryError::NotFound(format!("tenant `{}` not found", shown(name)))
+            })?;
+            let mut manifests = txn.open_table(MANIFESTS)?;
+            let owned = store::scan(&manifests, &format!("{name}/"), None)?;
+            if !owned.is_empty() && !force {
+                return Err(RegistryError::FailedPrecondition(format!(
+                    "tenant `{name}` holds {} module versions; delete them first, or pass --force",
+                    owned.len()
+                )));
+            }
+            let mut digests = std::collections::HashSet::new();
+            for (k, v) in &owned {
+                digests.insert(serde_json::from_slice::<Manifest>(v)?.digest);
+                manifests.remove(k.as_str())?;
+            }
+            let mut tags = txn.open_table(TAGS)?;
+            for (k, _) in store::scan(&tags, &format!("{name}/"), None)? {
+                tags.remove(k.as_str())?;
+            }
+            let mut by_digest = txn.open_table(BY_DIGEST)?;
+            for (k, _) in store::scan(&by_digest, &format!("{name}|"), None)? {
+                by_digest.remove(k.as_str())?;
+            }
+            let mut uploads = txn.open_table(UPLOADS)?;
+            for (k, _) in store::scan(&uploads, &store::upload_key(name, ""), None)? {
+                if let Some(d) = k.split('|').nth(1).and_then(|d| d.parse().ok()) {
+                    digests.insert(d);
+                }
+                uploads.remove(k.as_str())?;
+            }
+            txn.open_table(KEYS)?.remove(t.key_hash.as_str())?;
+            tenants.remove(name)?;
+            let unreferenced: Vec<Digest> = digests
+                .into_iter()
+                .filter(|d| !referenced_anywhere(&by_digest, d).unwrap_or(true))
+                .collect();
+            (owned.len() as u64, unreferenced)
+        };
+        txn.commit()?;
+        self.changed();
+        for d in &digests {
+            self.inner.validator.forget(d);
+        }
+        tracing::info!(tenant = name, by = %caller.name, versions, "tenant deleted");
+        Ok(versions)
+    }
+
+    /// What `tenant` (the caller when `None`; another tenant: admin only)
+    /// stores and may store.
+    ///
+    /// # Errors
+    /// [`RegistryError::PermissionDenied`] when a non-admin names another
+    /// tenant; [`RegistryError::NotFound`] for an unknown tenant.
+    pub fn usage(&self, caller: &Tenant, tenant: Option<&str>) -> Result<Usage, RegistryError> {
+        let name = tenant.unwrap_or(&caller.name);
+        if name != caller.name {
+            admin_only(caller, "see another tenant's usage")?;
+        }
+        let txn = self.inner.db.begin_read()?;
+        let t: Tenant = store::get(&txn.open_table(TENANTS)?, name)?.ok_or_else(|| {
+            RegistryError::NotFound(format!("tenant `{}` not found", shown(name)))
+        })?;
+        let stored_bytes = stored_in(&txn.open_table(UPLOADS)?, name)?;
+        let manifests = store::scan(&txn.open_table(MANIFESTS)?, &format!("{name}/"), None)?;
+        let mut names = std::collections::HashSet::new();
+        let mut digests = std::collections::HashSet::new();
+        for (_, v) in &manifests {
+            let m: Manifest = serde_json::from_slice(v)?;
+            names.insert(m.name);
+            digests.insert(m.digest);
+        }
+        Ok(Usage {
+            tenant: t.name,
+            stored_bytes,
+            limits: t.limits,
+            modules: names.len() as u64,
+            versions: manifests.len() as u64,
+            compiled_bytes: digests
+                .iter()
+                .map(|d| self.inner.validator.derived_bytes(d))
+                .sum(),
+        })
+    }
+
+    /// The checks of a push that need no bytes — name, version, tags, a
+    /// version that exists with other content, the tenant's limits — so a
+    /// client can run them before uploading. Returns whether this version
+    /// exists with this content already (the push would change nothing).
+    ///
+    /// # Errors
+    /// As [`Registry::put_manifest`] and [`Registry::begin_upload`] for the
+    /// same request.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_push(
+        &self,
+        caller: &Tenant,
+        kind: Kind,
+        name: &str,
+        version: &str,
+        tags: &[String],
+        size: u64,
+        digest: Option<&Digest>,
+    ) -> Result<bool, RegistryError> {
+        check_name(name)?;
+        let version = parse_version(version)?.to_string();
+        for tag in tags {
+            check_user_tag(tag)?;
+        }
+        let txn = self.inner.db.begin_read()?;
+        let key = store::manifest_key(&caller.name, name, &version);
+        if let Some(existing) = store::get::<Manifest>(&txn.open_table(MANIFESTS)?, &key)? {
+            // A pipeline's stored digest is of its resolved form, not of the
+            // file: only the full push can tell whether it is the same.
+            if kind == Kind::Pipeline && existing.kind == kind {
+                return Ok(false);
+            }
+            if existing.kind == kind && digest == Some(&existing.digest) {
+                return Ok(true);
+            }
+            return Err(RegistryError::AlreadyExists(format!(
+                "{} already exists as {} {}; versions are immutable, push a new version",
+                existing.reference(),
+                existing.kind,
+                existing.digest
+            )));
+        }
+        let uploads = txn.open_table(UPLOADS)?;
+        let held = match digest {
+            Some(d) => store::get::<UploadRecord>(
+                &uploads,
+                &store::upload_key(&caller.name, &d.to_string()),
+            )?
+            .is_some(),
+            None => false,
+        };
+        if !held {
+            check_quota(caller, stored_in(&uploads, &caller.name)?, size)?;
+        }
+        Ok(false)
+    }
+
     /// Starts an upload of `size` bytes for `caller`; when `expected` is
     /// given the bytes must hash to it.
     ///
@@ -262,20 +495,7 @@ impl Registry {
         size: u64,
         expected: Option<Digest>,
     ) -> Result<Upload, RegistryError> {
-        let limit = caller.limits.max_upload_bytes;
-        if size > limit {
-            return Err(RegistryError::QuotaExceeded(format!(
-                "upload of {size} bytes exceeds tenant `{}`'s limit of {limit} bytes per upload",
-                caller.name
-            )));
-        }
-        let stored = self.stored_bytes(&caller.name)?;
-        if stored + size > caller.limits.max_stored_bytes {
-            return Err(RegistryError::QuotaExceeded(format!(
-                "tenant `{}` stores {stored} bytes; {size} more would exceed its limit of {}",
-                caller.name, caller.limits.max_stored_bytes
-            )));
-        }
+        check_quota(caller, self.stored_bytes(&caller.name)?, size)?;
         Ok(Upload {
             registry: self.clone(),
             tenant: caller.clone(),
@@ -337,7 +557,7 @@ impl Registry {
         check_name(&request.name)?;
         let version = parse_version(&request.version)?.to_string();
         for tag in &request.tags {
-            check_tag(tag)?;
+            check_user_tag(tag)?;
         }
         let request = match request.kind {
             Kind::Pipeline => self.resolve_pipeline(caller, request).await?,
@@ -385,13 +605,21 @@ impl Registry {
                 bytes,
                 executor: &request.executor,
             })
-            .await
-            .map_err(|reason| {
-                RegistryError::InvalidArgument(format!(
+            .await;
+        let validated = match validated {
+            Ok(v) => v,
+            Err(reason) => {
+                // Rejected bytes cost the tenant nothing: its upload record
+                // goes unless one of its manifests names the blob, and what
+                // validation compiled goes unless any manifest does.
+                let (this, caller, digest) = (self.clone(), caller.clone(), request.digest);
+                blocking(move || this.release(&caller.name, &digest)).await?;
+                return Err(RegistryError::InvalidArgument(format!(
                     "{} {}@{version} rejected: {reason}",
                     request.kind, request.name
-                ))
-            })?;
+                )));
+            }
+        };
         let manifest = Manifest {
             tenant: tenant.to_string(),
             name: request.name.clone(),
@@ -470,9 +698,15 @@ impl Registry {
             }
             store::put(&mut manifests, key, &manifest)?;
             let mut by_digest = txn.open_table(BY_DIGEST)?;
+            // The entry's value orders the versions sharing this content by
+            // registration: a bare digest names the first (see `resolve_in`).
+            let seq = content_versions(&by_digest, tenant, &request.digest, None)?
+                .last()
+                .map_or(0, |(seq, _)| seq + 1)
+                .max(unix_nanos());
             by_digest.insert(
                 store::digest_key(tenant, &digest, &manifest.reference()).as_str(),
-                &[][..],
+                seq.to_string().as_bytes(),
             )?;
             let mut tags = txn.open_table(TAGS)?;
             for tag in &request.tags {
@@ -481,20 +715,7 @@ impl Registry {
                     version.as_bytes(),
                 )?;
             }
-            let parsed = semver::Version::parse(&version).expect("checked above");
-            let latest_key = store::tag_key(tenant, &request.name, "latest");
-            let current = tags
-                .get(latest_key.as_str())?
-                .and_then(|v| semver::Version::parse(&String::from_utf8_lossy(v.value())).ok());
-            // `latest` follows the highest release; a pre-release becomes
-            // `latest` only while no release exists.
-            let newer = match current {
-                None => true,
-                Some(c) => highest([c.clone(), parsed.clone()].into_iter()) != Some(c),
-            };
-            if newer && !request.tags.iter().any(|t| t == "latest") {
-                tags.insert(latest_key.as_str(), version.as_bytes())?;
-            }
+            refresh_latest(&manifests, &mut tags, tenant, &request.name)?;
         }
         txn.commit()?;
         self.changed();
@@ -549,6 +770,34 @@ impl Registry {
         let tags = txn.open_table(TAGS)?;
         let by_digest = txn.open_table(BY_DIGEST)?;
         resolve_in(&caller.name, reference, &manifests, &tags, &by_digest)
+    }
+
+    /// Resolves what KServe v2 callers name with a model name and a
+    /// `model_version` (empty for `latest`, a version, a tag, or a digest),
+    /// always within module `name`: a digest several modules share names
+    /// `name`'s version with that content.
+    ///
+    /// # Errors
+    /// As [`Registry::resolve`].
+    pub fn resolve_in_module(
+        &self,
+        caller: &Tenant,
+        name: &str,
+        version: &str,
+    ) -> Result<Manifest, RegistryError> {
+        let reference = Reference::in_module(name, version)?;
+        let txn = self.inner.db.begin_read()?;
+        let manifests = txn.open_table(MANIFESTS)?;
+        let tags = txn.open_table(TAGS)?;
+        let by_digest = txn.open_table(BY_DIGEST)?;
+        lookup(
+            &caller.name,
+            &reference,
+            &reference.to_string(),
+            &manifests,
+            &tags,
+            &by_digest,
+        )
     }
 
     /// Lists the caller's module versions in name order.
@@ -607,7 +856,7 @@ impl Registry {
         reference: &str,
         tag: &str,
     ) -> Result<(Manifest, Option<String>), RegistryError> {
-        check_tag(tag)?;
+        check_user_tag(tag)?;
         let txn = self.inner.db.begin_write()?;
         let (manifest, previous) = {
             let manifests = txn.open_table(MANIFESTS)?;
@@ -626,35 +875,48 @@ impl Registry {
         Ok((self.resolve(caller, &manifest.reference())?, previous))
     }
 
-    /// Removes `tag` from module `name`; returns the version it pointed at.
+    /// Removes `tag` from module `name` (optionally `tenant/name`); returns
+    /// the version it pointed at. `latest` is the registry's own and cannot
+    /// be removed.
     ///
     /// # Errors
+    /// [`RegistryError::InvalidArgument`] for a bad name or tag, or `latest`;
     /// [`RegistryError::NotFound`] when the tag does not exist.
     pub fn untag(&self, caller: &Tenant, name: &str, tag: &str) -> Result<String, RegistryError> {
+        let (prefix, name) = split_tenant(name)?;
         check_name(name)?;
-        check_tag(tag)?;
+        check_user_tag(tag)?;
+        let not_found = || RegistryError::NotFound(format!("tag `{tag}` of `{name}` not found"));
+        if prefix.is_some_and(|p| p != caller.name) {
+            return Err(not_found());
+        }
         let txn = self.inner.db.begin_write()?;
         let version = txn
             .open_table(TAGS)?
             .remove(store::tag_key(&caller.name, name, tag).as_str())?
             .map(|v| String::from_utf8_lossy(v.value()).into_owned())
-            .ok_or_else(|| RegistryError::NotFound(format!("tag `{tag}` of `{name}` not found")))?;
+            .ok_or_else(not_found)?;
         txn.commit()?;
         self.changed();
         Ok(version)
     }
 
-    /// Deletes one version (named `name@version` or by digest). Its blob
-    /// stays until garbage collection. When `latest` named it, `latest` moves
-    /// to the highest remaining version (or goes, with the last version).
+    /// Deletes one version (named `name@version`, `name@blake3:…` or by
+    /// digest). `latest` is the registry's own tag, not a user's: it does not
+    /// protect a version, and moves to the highest remaining one (or goes,
+    /// with the last version). The tenant stops being charged for the blob
+    /// at once when no other version of its names it; the blob itself stays
+    /// until garbage collection.
     ///
     /// # Errors
     /// [`RegistryError::InvalidArgument`] for a tag reference (deletion names
     /// one version exactly); [`RegistryError::NotFound`];
-    /// [`RegistryError::FailedPrecondition`] while a user tag or another module
-    /// references it, naming the referrer.
+    /// [`RegistryError::FailedPrecondition`] for a digest several versions
+    /// hold (naming them), or while a user tag or another module references
+    /// the version (naming the referrer).
     pub fn delete(&self, caller: &Tenant, reference: &str) -> Result<Manifest, RegistryError> {
-        if let (_, Reference::Tag { name, tag }) = Reference::parse(reference)? {
+        let (_, parsed) = Reference::parse(reference)?;
+        if let Reference::Tag { name, tag } = &parsed {
             return Err(RegistryError::InvalidArgument(format!(
                 "delete takes `name@version` or a digest, not the tag reference `{name}:{tag}`"
             )));
@@ -666,8 +928,17 @@ impl Registry {
             let mut tags = txn.open_table(TAGS)?;
             let mut by_digest = txn.open_table(BY_DIGEST)?;
             let m = resolve_in(tenant, reference, &manifests, &tags, &by_digest)?;
-            // User tags protect a version; `latest` is the registry's own and
-            // falls back to the next highest version instead.
+            if let Reference::Digest(d) | Reference::Content { digest: d, .. } = &parsed {
+                let candidates = content_versions(&by_digest, tenant, d, parsed.name())?;
+                if candidates.len() > 1 {
+                    return Err(RegistryError::FailedPrecondition(format!(
+                        "{} is the content of {} versions ({}); delete one by `name@version`",
+                        shown(reference),
+                        candidates.len(),
+                        listing(candidates.iter().map(|(_, r)| r.as_str()))
+                    )));
+                }
+            }
             if let Some(tag) = m.tags.iter().find(|t| *t != "latest") {
                 return Err(RegistryError::FailedPrecondition(format!(
                     "{} is referenced by tag `{tag}`; move or remove the tag first (`conduit untag {} {tag}`)",
@@ -688,27 +959,35 @@ impl Registry {
             }
             manifests.remove(store::manifest_key(tenant, &m.name, &m.version).as_str())?;
             by_digest.remove(store::digest_key(tenant, &m.digest.to_string(), &me).as_str())?;
-            if m.tags.iter().any(|t| t == "latest") {
-                let prefix = store::manifest_key(tenant, &m.name, "");
-                let remaining = store::scan(&manifests, &prefix, None)?
-                    .into_iter()
-                    .filter_map(|(k, _)| semver::Version::parse(&k[prefix.len()..]).ok());
-                let latest_key = store::tag_key(tenant, &m.name, "latest");
-                match highest(remaining) {
-                    Some(v) => {
-                        tags.insert(latest_key.as_str(), v.to_string().as_bytes())?;
-                    }
-                    None => {
-                        tags.remove(latest_key.as_str())?;
-                    }
-                }
-            }
+            refresh_latest(&manifests, &mut tags, tenant, &m.name)?;
             m
         };
         txn.commit()?;
         self.changed();
         tracing::info!(tenant, module = %manifest.reference(), "deleted");
+        self.release(tenant, &manifest.digest)?;
         Ok(manifest)
+    }
+
+    /// After a manifest named `digest` for the last time (deleted) or never
+    /// did (rejected): drops `tenant`'s upload record unless one of its
+    /// manifests names the digest, and what validation derived from it
+    /// unless any manifest does.
+    fn release(&self, tenant: &str, digest: &Digest) -> Result<(), RegistryError> {
+        let txn = self.inner.db.begin_write()?;
+        let unreferenced = {
+            let by_digest = txn.open_table(BY_DIGEST)?;
+            if content_versions(&by_digest, tenant, digest, None)?.is_empty() {
+                txn.open_table(UPLOADS)?
+                    .remove(store::upload_key(tenant, &digest.to_string()).as_str())?;
+            }
+            !referenced_anywhere(&by_digest, digest)?
+        };
+        txn.commit()?;
+        if unreferenced {
+            self.inner.validator.forget(digest);
+        }
+        Ok(())
     }
 
     /// The bytes of a blob the caller uploaded (and so may reference).
@@ -736,11 +1015,7 @@ impl Registry {
         caller: &Tenant,
         grace: Duration,
     ) -> Result<GcReport, RegistryError> {
-        if !caller.admin {
-            return Err(RegistryError::PermissionDenied(
-                "only an admin tenant may collect garbage".into(),
-            ));
-        }
+        admin_only(caller, "collect garbage")?;
         let cutoff = SystemTime::now() - grace;
         let cutoff_secs = unix_now().saturating_sub(grace.as_secs());
         let mut report = GcReport::default();
@@ -748,29 +1023,42 @@ impl Registry {
         // push that committed its blob but not yet its upload record is
         // protected by the blob's fresh modification time.
         let txn = self.inner.db.begin_write()?;
+        let mut removed = std::collections::HashSet::new();
         {
-            let manifests = txn.open_table(MANIFESTS)?;
+            let by_digest = txn.open_table(BY_DIGEST)?;
             let mut uploads = txn.open_table(UPLOADS)?;
-            let mut referenced = std::collections::HashSet::new();
-            for entry in manifests.iter()? {
-                let (_, v) = entry?;
-                referenced.insert(serde_json::from_slice::<Manifest>(v.value())?.digest);
+            // Which tenant's manifests name which digest.
+            let mut named = std::collections::HashSet::new();
+            for entry in by_digest.iter()? {
+                let (k, _) = entry?;
+                let mut parts = k.value().split('|');
+                if let (Some(t), Some(d)) = (parts.next(), parts.next()) {
+                    named.insert((t.to_string(), d.to_string()));
+                }
             }
+            let referenced: std::collections::HashSet<Digest> =
+                named.iter().filter_map(|(_, d)| d.parse().ok()).collect();
             let mut recent = std::collections::HashSet::new();
-            let mut records: Vec<(String, Digest)> = Vec::new();
+            let mut records: Vec<(String, Digest, bool)> = Vec::new();
             for entry in uploads.iter()? {
                 let (k, v) = entry?;
                 let record: UploadRecord = serde_json::from_slice(v.value())?;
                 let key = k.value().to_string();
-                let Some(digest) = key.split('|').nth(1).and_then(|d| d.parse().ok()) else {
+                let Some((tenant, digest)) = key.split_once('|') else {
                     continue;
                 };
-                if record.uploaded_at > cutoff_secs {
-                    recent.insert(digest);
+                let Ok(parsed) = digest.parse() else {
+                    continue;
+                };
+                let fresh = record.uploaded_at > cutoff_secs;
+                if fresh {
+                    recent.insert(parsed);
                 }
-                records.push((key, digest));
+                // An upload none of its tenant's manifests names stops
+                // counting once it is past the grace period.
+                let stale = !fresh && !named.contains(&(tenant.to_string(), digest.to_string()));
+                records.push((key, parsed, stale));
             }
-            let mut removed = std::collections::HashSet::new();
             for blob in self.inner.blobs.list()? {
                 if referenced.contains(&blob.digest)
                     || recent.contains(&blob.digest)
@@ -785,16 +1073,17 @@ impl Registry {
                     removed.insert(blob.digest);
                 }
             }
-            for (key, digest) in records {
-                if removed.contains(&digest)
-                    || (!referenced.contains(&digest) && !self.inner.blobs.has(&digest)?)
-                {
+            for (key, digest, stale) in records {
+                if stale || removed.contains(&digest) || !self.inner.blobs.has(&digest)? {
                     uploads.remove(key.as_str())?;
                 }
             }
         }
         txn.commit()?;
         self.changed();
+        for digest in &removed {
+            self.inner.validator.forget(digest);
+        }
         tracing::info!(?report, "garbage collected");
         Ok(report)
     }
@@ -804,6 +1093,113 @@ impl Registry {
 /// or the highest pre-release when there is no release.
 fn highest(versions: impl Iterator<Item = semver::Version>) -> Option<semver::Version> {
     versions.max_by(|a, b| (a.pre.is_empty(), a).cmp(&(b.pre.is_empty(), b)))
+}
+
+/// Refuses `size` more bytes over `tenant`'s per-upload or stored limit.
+fn check_quota(tenant: &Tenant, stored: u64, size: u64) -> Result<(), RegistryError> {
+    let limit = tenant.limits.max_upload_bytes;
+    if size > limit {
+        return Err(RegistryError::QuotaExceeded(format!(
+            "upload of {size} bytes exceeds tenant `{}`'s limit of {limit} bytes per upload",
+            tenant.name
+        )));
+    }
+    if stored + size > tenant.limits.max_stored_bytes {
+        return Err(RegistryError::QuotaExceeded(format!(
+            "tenant `{}` stores {stored} bytes; {size} more would exceed its limit of {}",
+            tenant.name, tenant.limits.max_stored_bytes
+        )));
+    }
+    Ok(())
+}
+
+fn admin_only(caller: &Tenant, what: &str) -> Result<(), RegistryError> {
+    if caller.admin {
+        Ok(())
+    } else {
+        Err(RegistryError::PermissionDenied(format!(
+            "only an admin tenant may {what}"
+        )))
+    }
+}
+
+/// Points `tenant/name:latest` at the highest of its versions (see
+/// [`highest`]), or removes it when none is left.
+fn refresh_latest(
+    manifests: &impl ReadableTable<&'static str, &'static [u8]>,
+    tags: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    tenant: &str,
+    name: &str,
+) -> Result<(), RegistryError> {
+    let prefix = store::manifest_key(tenant, name, "");
+    let versions = store::scan(manifests, &prefix, None)?
+        .into_iter()
+        .filter_map(|(k, _)| semver::Version::parse(&k[prefix.len()..]).ok());
+    let key = store::tag_key(tenant, name, "latest");
+    match highest(versions) {
+        Some(v) => tags.insert(key.as_str(), v.to_string().as_bytes())?,
+        None => tags.remove(key.as_str())?,
+    };
+    Ok(())
+}
+
+/// The versions of `tenant` (of module `name`, when given) whose content is
+/// `digest`, as `(registration order, name@version)`, first registered first.
+fn content_versions(
+    by_digest: &impl ReadableTable<&'static str, &'static [u8]>,
+    tenant: &str,
+    digest: &Digest,
+    name: Option<&str>,
+) -> Result<Vec<(u128, String)>, RegistryError> {
+    let prefix = store::digest_key(tenant, &digest.to_string(), "");
+    let scan_prefix = match name {
+        Some(n) => format!("{prefix}{n}@"),
+        None => prefix.clone(),
+    };
+    let mut out: Vec<(u128, String)> = store::scan(by_digest, &scan_prefix, None)?
+        .into_iter()
+        // Entries written before the order was recorded hold nothing: 0.
+        .map(|(k, v)| {
+            let seq = std::str::from_utf8(&v)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            (seq, k[prefix.len()..].to_string())
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Whether any tenant's manifest names `digest`.
+fn referenced_anywhere(
+    by_digest: &impl ReadableTable<&'static str, &'static [u8]>,
+    digest: &Digest,
+) -> Result<bool, RegistryError> {
+    let needle = format!("|{digest}|");
+    for entry in by_digest.iter()? {
+        if entry?.0.value().contains(&needle) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// At most five items, then how many more.
+fn listing<'a>(items: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let n = items.len();
+    let mut out: Vec<&str> = items.take(5).collect();
+    let more = format!("and {} more", n.saturating_sub(5));
+    if n > 5 {
+        out.push(&more);
+    }
+    out.join(", ")
+}
+
+fn unix_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 /// Runs blocking storage work off the async worker threads.
@@ -834,12 +1230,28 @@ fn resolve_in(
     by_digest: &impl ReadableTable<&'static str, &'static [u8]>,
 ) -> Result<Manifest, RegistryError> {
     let (prefix, parsed) = Reference::parse(reference)?;
-    let not_found = || RegistryError::NotFound(format!("`{reference}` not found"));
     if prefix.is_some_and(|p| p != tenant) {
         // Another tenant's namespace looks exactly like an empty one.
-        return Err(not_found());
+        return Err(RegistryError::NotFound(format!(
+            "`{}` not found",
+            shown(reference)
+        )));
     }
-    let key = match &parsed {
+    lookup(tenant, &parsed, reference, manifests, tags, by_digest)
+}
+
+/// The manifest `parsed` names in `tenant`'s namespace; `shown_as` is how
+/// the caller wrote it, for the error.
+fn lookup(
+    tenant: &str,
+    parsed: &Reference,
+    shown_as: &str,
+    manifests: &impl ReadableTable<&'static str, &'static [u8]>,
+    tags: &impl ReadableTable<&'static str, &'static [u8]>,
+    by_digest: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Manifest, RegistryError> {
+    let not_found = || RegistryError::NotFound(format!("`{}` not found", shown(shown_as)));
+    let key = match parsed {
         Reference::Version { name, version } => {
             store::manifest_key(tenant, name, &version.to_string())
         }
@@ -849,13 +1261,14 @@ fn resolve_in(
                 .ok_or_else(not_found)?;
             store::manifest_key(tenant, name, &String::from_utf8_lossy(version.value()))
         }
-        Reference::Digest(d) => {
-            let prefix = store::digest_key(tenant, &d.to_string(), "");
-            let (key, _) = store::scan(by_digest, &prefix, None)?
+        // Several versions may hold the same bytes: the first registered
+        // answers, so pushing another never changes what a digest names.
+        Reference::Digest(d) | Reference::Content { digest: d, .. } => {
+            let (_, reference) = content_versions(by_digest, tenant, d, parsed.name())?
                 .into_iter()
                 .next()
                 .ok_or_else(not_found)?;
-            format!("{tenant}/{}", &key[prefix.len()..])
+            format!("{tenant}/{reference}")
         }
     };
     store::manifest_with_tags(manifests, tags, &key)?.ok_or_else(not_found)

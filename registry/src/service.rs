@@ -3,7 +3,7 @@
 
 use crate::convert::{hints_from_pb, kind_from_pb, manifest_to_pb};
 use crate::registry::{ListQuery, NewManifest, Registry};
-use crate::{RegistryError, Tenant, TenantLimits};
+use crate::{RegistryError, Tenant, TenantLimits, bearer_key};
 use conduit_proto::registry::v1 as pb;
 use conduit_proto::registry::v1::registry_server::RegistryServer;
 use futures_core::Stream;
@@ -54,18 +54,12 @@ impl RegistryService {
     }
 
     fn caller<T>(&self, request: &Request<T>) -> Result<Tenant, Status> {
-        let key = match request.metadata().get("authorization") {
-            None => "",
-            Some(v) => {
-                let v = v.to_str().map_err(|_| {
-                    Status::unauthenticated("the authorization header is not valid text")
-                })?;
-                v.strip_prefix("Bearer ").ok_or_else(|| {
-                    Status::unauthenticated("authorization must be `Bearer <API key>`")
-                })?
-            }
+        let header = match request.metadata().get("authorization") {
+            None => None,
+            // Not text is as malformed as a wrong scheme.
+            Some(v) => Some(v.to_str().unwrap_or_default()),
         };
-        Ok(self.registry.authenticate(key.trim())?)
+        Ok(self.registry.authenticate(bearer_key(header)?)?)
     }
 
     async fn blocking<T: Send + 'static>(
@@ -318,5 +312,102 @@ impl pb::registry_server::Registry for RegistryService {
             tenant: tenant.name,
             api_key,
         }))
+    }
+
+    async fn check_push(
+        &self,
+        request: Request<pb::CheckPushRequest>,
+    ) -> Result<Response<pb::CheckPushResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let kind = kind_from_pb(r.kind)?.ok_or_else(|| {
+            Status::invalid_argument("kind is required: component, model or pipeline")
+        })?;
+        let digest = match r.digest.as_str() {
+            "" => None,
+            d => Some(
+                d.parse()
+                    .map_err(|e| Status::invalid_argument(format!("{e}")))?,
+            ),
+        };
+        let exists = self.registry.check_push(
+            &caller,
+            kind,
+            &r.name,
+            &r.version,
+            &r.tags,
+            r.size,
+            digest.as_ref(),
+        )?;
+        Ok(Response::new(pb::CheckPushResponse { exists }))
+    }
+
+    async fn usage(
+        &self,
+        request: Request<pb::UsageRequest>,
+    ) -> Result<Response<pb::UsageResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let u = self
+            .blocking(move |reg| {
+                reg.usage(&caller, Some(r.tenant.as_str()).filter(|t| !t.is_empty()))
+            })
+            .await?;
+        Ok(Response::new(pb::UsageResponse {
+            tenant: u.tenant,
+            stored_bytes: u.stored_bytes,
+            max_stored_bytes: u.limits.max_stored_bytes,
+            max_upload_bytes: u.limits.max_upload_bytes,
+            modules: u.modules,
+            versions: u.versions,
+            compiled_bytes: u.compiled_bytes,
+        }))
+    }
+
+    async fn list_tenants(
+        &self,
+        request: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let tenants = self.registry.tenants(&caller)?;
+        Ok(Response::new(pb::ListTenantsResponse {
+            tenants: tenants
+                .iter()
+                .map(|t| pb::TenantInfo {
+                    name: t.name.clone(),
+                    admin: t.admin,
+                    key_id: t.key_id().to_string(),
+                    created_at: t.created_at.clone(),
+                    max_upload_bytes: t.limits.max_upload_bytes,
+                    max_stored_bytes: t.limits.max_stored_bytes,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn delete_tenant(
+        &self,
+        request: Request<pb::DeleteTenantRequest>,
+    ) -> Result<Response<pb::DeleteTenantResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let versions_deleted = self
+            .blocking(move |reg| reg.delete_tenant(&caller, &r.name, r.force))
+            .await?;
+        Ok(Response::new(pb::DeleteTenantResponse { versions_deleted }))
+    }
+
+    async fn rotate_key(
+        &self,
+        request: Request<pb::RotateKeyRequest>,
+    ) -> Result<Response<pb::RotateKeyResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let (tenant, api_key) = self
+            .blocking(move |reg| {
+                reg.rotate_key(&caller, Some(r.tenant.as_str()).filter(|t| !t.is_empty()))
+            })
+            .await?;
+        Ok(Response::new(pb::RotateKeyResponse { tenant, api_key }))
     }
 }

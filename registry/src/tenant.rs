@@ -1,6 +1,7 @@
 //! Tenants and their API keys. Keys are random, shown once, and stored only
 //! as blake3 hashes.
 
+use crate::RegistryError;
 use serde::{Deserialize, Serialize};
 
 const KEY_PREFIX: &str = "cdk_";
@@ -42,8 +43,43 @@ pub struct Tenant {
 impl Tenant {
     /// The public id of its key: the first 8 hex digits of the key's hash.
     pub fn key_id(&self) -> &str {
-        &self.key_hash[..8]
+        self.key_hash.get(..8).unwrap_or("none")
     }
+}
+
+/// The API key in an `authorization` header value, `Bearer <key>` (the
+/// scheme in any case, as HTTP says). The one parser of every service: the
+/// registry and both inference protocols call it, so they agree on what a
+/// key is and say the same thing when there is none.
+///
+/// # Errors
+/// [`RegistryError::Unauthenticated`] with one message for a missing key (no
+/// header, an empty one, `Bearer` alone) and one for a malformed header
+/// (another scheme, a key with spaces).
+/// Whether the key is known is [`crate::Registry::authenticate`]'s to say.
+pub fn bearer_key(header: Option<&str>) -> Result<&str, RegistryError> {
+    let missing = || {
+        RegistryError::Unauthenticated("missing API key: send `authorization: Bearer <key>`".into())
+    };
+    let malformed = || {
+        RegistryError::Unauthenticated(
+            "malformed authorization header: expected `Bearer <key>`".into(),
+        )
+    };
+    let value = header.map(str::trim).unwrap_or_default();
+    let (scheme, key) = value.split_once(' ').unwrap_or((value, ""));
+    let key = key.trim();
+    if !scheme.is_empty() && !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(malformed());
+    }
+    // No header, an empty one and `Bearer` with no key all lack the key.
+    if key.is_empty() {
+        return Err(missing());
+    }
+    if key.contains(char::is_whitespace) {
+        return Err(malformed());
+    }
+    Ok(key)
 }
 
 /// A new random API key (`cdk_` + 64 hex digits).
@@ -65,6 +101,21 @@ pub(crate) fn hash_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_bearer_parser() {
+        for ok in ["Bearer k", "bearer k", "BEARER  k ", " Bearer k"] {
+            assert_eq!(bearer_key(Some(ok)).unwrap(), "k", "{ok:?}");
+        }
+        for none in [None, Some(""), Some("Bearer"), Some("bearer  ")] {
+            let e = bearer_key(none).unwrap_err().to_string();
+            assert!(e.contains("missing API key"), "{none:?}: {e}");
+        }
+        for bad in ["Basic k", "k", "Bearer a b", "Basic"] {
+            let e = bearer_key(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("malformed authorization header"), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn keys_are_random_and_hashed() {

@@ -1,7 +1,7 @@
 //! The validation seam: the registry defines it, the runtime implements it,
 //! so the registry never links wasmtime or an executor.
 
-use crate::{ExecutorHints, Kind, Signature};
+use crate::{Digest, ExecutorHints, Kind, Signature};
 use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
@@ -37,4 +37,20 @@ pub type ValidateFuture<'a> = Pin<Box<dyn Future<Output = Result<Validated, Stri
 pub trait Validator: Send + Sync + 'static {
     /// Validates `candidate`, returning its signature or why it is rejected.
     fn validate<'a>(&'a self, candidate: Candidate<'a>) -> ValidateFuture<'a>;
+
+    /// Drops what validation derived from the blob `digest` (a component's
+    /// compiled artifact): the registry calls it when no manifest names the
+    /// digest any more — the module was rejected or deleted, or its blob
+    /// collected. Derived files are caches, so forgetting too much only costs
+    /// a recompilation. The default keeps nothing, so forgets nothing.
+    fn forget(&self, digest: &Digest) {
+        let _ = digest;
+    }
+
+    /// Bytes of what validation derived from `digest` and keeps (compiled
+    /// artifacts on disk), reported in a tenant's usage. Default: 0.
+    fn derived_bytes(&self, digest: &Digest) -> u64 {
+        let _ = digest;
+        0
+    }
 }

@@ -4,6 +4,7 @@
 mod adversarial;
 mod cli;
 mod cli_registry;
+mod cli_registry_refs;
 mod common;
 mod crash;
 mod examples;

@@ -224,23 +224,8 @@ impl Serving {
     /// # Errors
     /// [`ServeError::Unauthenticated`] for a missing, malformed or unknown key.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Tenant, ServeError> {
-        let value = authorization.ok_or_else(|| {
-            ServeError::Unauthenticated(
-                "missing API key: send `authorization: Bearer <key>`".into(),
-            )
-        })?;
-        let key = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                ServeError::Unauthenticated(
-                    "the authorization header must be `Bearer <key>`".into(),
-                )
-            })?;
-        self.inner
-            .registry
-            .authenticate(key.trim())
-            .map_err(|_| ServeError::Unauthenticated("invalid API key".into()))
+        let key = conduit_registry::bearer_key(authorization)?;
+        Ok(self.inner.registry.authenticate(key)?)
     }
 
     /// Whether an `authorization` header may read `/metrics`: the configured
@@ -257,12 +242,7 @@ impl Serving {
                     .into(),
             )
         };
-        let key = authorization
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, key)| key.trim())
-            .filter(|k| !k.is_empty())
-            .ok_or_else(refused)?;
+        let key = conduit_registry::bearer_key(authorization).map_err(|_| refused())?;
         if let Some(expected) = &self.inner.config.metrics_key {
             let (a, b) = (
                 blake3::hash(key.as_bytes()),
@@ -324,19 +304,10 @@ impl Serving {
         name: &str,
         version: &str,
     ) -> Result<Manifest, ServeError> {
-        let reference = if version.is_empty() {
-            name.to_string()
-        } else if version.starts_with("blake3:") {
-            version.to_string()
-        } else if semver::Version::parse(version).is_ok() {
-            format!("{name}@{version}")
-        } else {
-            format!("{name}:{version}")
-        };
         let manifest = self
             .inner
             .registry
-            .resolve(tenant, &reference)
+            .resolve_in_module(tenant, name, version)
             .map_err(|e| match e {
                 conduit_registry::RegistryError::NotFound(_)
                 | conduit_registry::RegistryError::InvalidArgument(_) => {
