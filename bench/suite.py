@@ -197,17 +197,22 @@ class Conduit:
             raise RuntimeError(f"`conduit {' '.join(args[:2])}` failed ({r.returncode}): {r.stderr.strip()[-300:]}")
         return r.stdout
 
+    def pipeline_text(self):
+        """The example pipeline as the suite runs it: the peers truncate at 128 tokens, so
+        the suite sets the same on the example (which truncates at 256, as
+        sentence-transformers does) and this server's padding."""
+        path = os.path.join(ROOT, "examples/pipelines/paraphrase.toml")
+        with open(path) as f:
+            text = f.read()
+        want = 'params = { max_length = 256, padding = "longest" }'
+        if want not in text:
+            raise RuntimeError(f"{path} no longer has `{want}`")
+        return text.replace(want, f'params = {{ max_length = 128, padding = "{self.padding}" }}')
+
     def push_paraphrase(self, key=None, model=None, max_batch=None, timeout=120):
-        pipeline = os.path.join(ROOT, "examples/pipelines/paraphrase.toml")
-        if self.padding != "max_length":
-            with open(pipeline) as f:
-                text = f.read()
-            want = "params = { max_length = 128 }"
-            if want not in text:
-                raise RuntimeError(f"{pipeline} no longer has `{want}`")
-            pipeline = os.path.join(self.tmp, f"paraphrase-{self.padding}.toml")
-            with open(pipeline, "w") as f:
-                f.write(text.replace(want, f'params = {{ max_length = 128, padding = "{self.padding}" }}'))
+        pipeline = os.path.join(self.tmp, f"paraphrase-{self.padding}.toml")
+        with open(pipeline, "w") as f:
+            f.write(self.pipeline_text())
         for args in (
             ["component", os.path.join(self.wasm_dir, "bert_tokenizer.wasm"), "--name", "tokenizer"],
             ["model", model or self.model, "--name", "minilm",
@@ -506,8 +511,7 @@ def scenario_p4(args, rate, failures):
         variant = os.path.join(server.tmp, "embedding_post.v2.wasm")
         wasm_variant(os.path.join(args.wasm_dir, "embedding_post.wasm"), variant, f"p4-{time.time()}")
         toml = os.path.join(server.tmp, "paraphrase.v2.toml")
-        with open(os.path.join(ROOT, "examples/pipelines/paraphrase.toml")) as f:
-            text = f.read()
+        text = server.pipeline_text()
         with open(toml, "w") as f:
             f.write(text.replace('uses = "embedding-post@1.0.0"', 'uses = "embedding-post@1.1.0"'))
         time.sleep(1.0 + pre)  # the warm-up, then `pre` seconds of undisturbed traffic

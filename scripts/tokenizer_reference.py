@@ -8,7 +8,7 @@ Usage (from the repo root, after scripts/fetch_model.sh):
 
 CORPUS is a JSON array of {"text": str, "pair": str | null, "max_length": int}. OUT is a
 JSON array, aligned with CORPUS, of {"input_ids", "attention_mask", "token_type_ids"}
-(each a list of exactly max_length ints). The tokenizer is testdata/minilm/tokenizer.json
+(each a list of exactly max_length ints) and "truncated" (how many tokens truncation cut). The tokenizer is testdata/minilm/tokenizer.json
 (override with --tokenizer). Truncation (longest_first) and fixed-length padding are set
 explicitly for every case, overriding whatever tokenizer.json carries.
 """
@@ -48,6 +48,12 @@ def main() -> int:
                 print(f"case {i}: {k} has length {len(v)}, expected max_length {n} "
                       f"(max_length too small for the special tokens?)", file=sys.stderr)
                 return 1
+        # How many tokens truncation cut: the untruncated token count (special tokens
+        # added) less the row's real tokens.
+        tok.no_truncation()
+        tok.no_padding()
+        full = tok.encode(case["text"], case.get("pair"), add_special_tokens=True)
+        row["truncated"] = len(full.ids) - sum(enc.attention_mask)
         out.append(row)
 
     with open(args.out, "w", encoding="utf-8") as f:

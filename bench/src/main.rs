@@ -56,6 +56,7 @@ fn main() -> Result<()> {
     let mut smoke = false;
     let mut overhead_only = false;
     let mut serving_only = false;
+    let mut isolation_only = false;
     let mut overhead_json: Option<PathBuf> = None;
     let mut model = PathBuf::from("testdata/minilm/model.onnx");
     let mut engine = conduit_host::EngineConfig::default();
@@ -72,6 +73,7 @@ fn main() -> Result<()> {
             "--smoke" => smoke = true,
             "--overhead-only" => overhead_only = true,
             "--serving-only" => serving_only = true,
+            "--isolation-only" => isolation_only = true,
             "--overhead-json" => {
                 overhead_json = Some(args.next().context("--overhead-json needs a file")?.into())
             }
@@ -82,7 +84,7 @@ fn main() -> Result<()> {
                     .parse()?
             }
             other => bail!(
-                "unknown argument `{other}` (use --components DIR [--model FILE.onnx] [--quick | --smoke] [--overhead-only | --serving-only | --overhead-json OUT] [--keep-resident BYTES])"
+                "unknown argument `{other}` (use --components DIR [--model FILE.onnx] [--quick | --smoke] [--overhead-only | --serving-only | --isolation-only | --overhead-json OUT] [--keep-resident BYTES])"
             ),
         }
     }
@@ -108,6 +110,13 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if isolation_only {
+        let runtime = Runtime::new(RuntimeConfig {
+            engine,
+            cache_dir: None,
+        })?;
+        return rt.block_on(isolation::run(&runtime, &dir, budget.measure));
+    }
     if serving_only || overhead_json.is_some() {
         return rt.block_on(serving::run(
             &dir,

@@ -450,10 +450,12 @@ async fn a_tag_switch_under_load_fails_no_call() {
 
     let catalog = Catalog::new(reg.runtime.clone(), Arc::new(reg.registry.clone()));
     let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..6 {
-        let (catalog, tenant, stop) = (catalog.clone(), tenant.clone(), stop.clone());
+        let (catalog, tenant, stop, done) =
+            (catalog.clone(), tenant.clone(), stop.clone(), done.clone());
         workers.push(tokio::spawn(async move {
             let mut calls = Vec::new();
             let mut i = 0.0f32;
@@ -477,15 +479,27 @@ async fn a_tag_switch_under_load_fails_no_call() {
                     .expect("call across the tag switch");
                 assert_eq!(out[0].1.to_f32().unwrap(), [w as f32, i]);
                 calls.push((begun, component.digest()));
+                done.fetch_add(1, Ordering::Relaxed);
                 tokio::task::yield_now().await;
             }
             calls
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Counted, not timed: a slow machine only makes each phase take longer.
+    let at_least = |n: usize| {
+        let done = done.clone();
+        async move {
+            let give_up = Instant::now() + Duration::from_secs(60);
+            while done.load(Ordering::Relaxed) < n && Instant::now() < give_up {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    at_least(50).await;
     c.tag("probe@2.0.0", "prod").await.unwrap();
     let switched = started.elapsed();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let then = done.load(Ordering::Relaxed);
+    at_least(then + 50).await;
     stop.store(true, Ordering::Relaxed);
     let mut calls = Vec::new();
     for w in workers {

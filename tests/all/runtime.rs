@@ -283,7 +283,7 @@ async fn a_full_pool_fails_fast_with_overloaded() {
     }
     // Once the slots are torn down the pool serves again.
     let mut ok = false;
-    for _ in 0..50 {
+    for _ in 0..500 {
         if rt
             .process(&c, x(), &[], &ctx(SandboxLimits::default(), None))
             .await

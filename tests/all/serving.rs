@@ -439,11 +439,21 @@ async fn the_pipeline_serves_what_its_steps_compute() {
         .process(
             &tokenizer,
             vec![("text".into(), text)],
-            &[int_param("max_length", 128)],
+            &[
+                int_param("max_length", 256),
+                str_param("padding", "longest"),
+            ],
             &tenant,
         )
         .await
         .unwrap();
+    assert_eq!(got["truncated_tokens"].to_i64().unwrap(), [0, 0]);
+    assert_eq!(output(&tokens, "truncated").to_i64().unwrap(), [0, 0]);
+    // The encoder takes the tokenizer's outputs but `truncated`.
+    let tokens: Vec<(String, Tensor)> = tokens
+        .into_iter()
+        .filter(|(name, _)| name != "truncated")
+        .collect();
     let model = std::fs::read(workspace_root().join("testdata/minilm/model.onnx")).unwrap();
     let backends = Backends::detect(None);
     let signature = conduit_host::onnx_signature(&model).unwrap();
@@ -498,6 +508,35 @@ async fn the_pipeline_serves_what_its_steps_compute() {
         similar > 0.5 && other < 0.3 && similar - other > 0.3,
         "{similar} vs {other}"
     );
+
+    // A row count the pipeline cannot pair is refused, never answered with an
+    // empty or partial similarity.
+    for texts in [&PAIR[..1], &[PAIR[0], PAIR[1], UNRELATED[1]][..]] {
+        expect_code(
+            infer(
+                &mut client,
+                &plane.key,
+                text_request("paraphrase", "", texts),
+            )
+            .await,
+            Code::InvalidArgument,
+            "even number of sentences",
+        );
+    }
+    // Truncation is visible: two long texts that differ only after 256
+    // tokens say how much each lost (and so why they score alike).
+    let long = "the quick brown fox jumps over the lazy dog ".repeat(40);
+    let (a, b) = (format!("{long} cats"), format!("{long} rockets"));
+    let cut = infer(
+        &mut client,
+        &plane.key,
+        text_request("paraphrase", "", &[&a, &b]),
+    )
+    .await
+    .unwrap();
+    let truncated = outputs(&cut)["truncated_tokens"].to_i64().unwrap();
+    // 361 word pieces plus [CLS] and [SEP], 256 kept: 107 cut from each.
+    assert_eq!(truncated, [107, 107]);
 
     // Version, tag and digest all name the same pipeline; only requested outputs come back.
     for version in ["1.0.0", "latest", &pipeline.digest.to_string()] {
@@ -595,7 +634,7 @@ async fn the_pipeline_serves_what_its_steps_compute() {
         ("paraphrase", "1.0.0")
     );
     let inference = s.inference_stats.as_ref().unwrap();
-    assert_eq!(inference.success.as_ref().unwrap().count, 6);
+    assert_eq!(inference.success.as_ref().unwrap().count, 7);
     assert!(inference.compute_infer.as_ref().unwrap().ns > 0);
     let config = client
         .model_config(authed(
@@ -614,7 +653,7 @@ async fn the_pipeline_serves_what_its_steps_compute() {
     assert_eq!(config.input[0].dims, [-1]);
     let metrics = plane.serving.render_metrics();
     assert!(
-        metrics.contains("conduit_inference_request_success_total{tenant=\"default\",model=\"paraphrase\",version=\"1.0.0\"} 6"),
+        metrics.contains("conduit_inference_request_success_total{tenant=\"default\",model=\"paraphrase\",version=\"1.0.0\"} 7"),
         "{metrics}"
     );
 }

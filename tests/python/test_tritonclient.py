@@ -280,6 +280,7 @@ class Suite:
             expect(VERSION in m.get("versions", []), f"versions: {m}")
             expect(tensors(m.get("inputs", [])) == [("text", "BYTES", [-1, 1])], f"inputs: {m}")
             expect(tensors(m.get("outputs", [])) == [("similarity", "FP32", [-1]),
+                                                     ("truncated_tokens", "INT64", [-1]),
                                                      ("embeddings", "FP32", [-1, -1])],
                    f"outputs: {m}")
         self.check(p.name, "get_model_metadata('paraphrase')", paraphrase)
@@ -321,6 +322,7 @@ class Suite:
             expect(config_tensors(c.get("input", [])) == [("text", "TYPE_STRING", [-1, 1])],
                    f"inputs: {c}")
             expect(config_tensors(c.get("output", [])) == [("similarity", "TYPE_FP32", [-1]),
+                                                           ("truncated_tokens", "TYPE_INT64", [-1]),
                                                            ("embeddings", "TYPE_FP32", [-1, -1])],
                    f"outputs: {c}")
             digest = c.get("parameters", {}).get("conduit.digest", {}).get("string_value", "")

@@ -70,7 +70,10 @@ impl OrtBackend {
                 path.display()
             ))
         })?;
-        let loaded = Arc::new(builder.with_name("conduit").build().map_err(|e| {
+        let builder = builder
+            .with_name("conduit")
+            .with_logger(Arc::new(forward_log));
+        let loaded = Arc::new(builder.build().map_err(|e| {
             unavailable(format!(
                 "cannot start ONNX Runtime from {}: {e}",
                 path.display()
@@ -78,6 +81,23 @@ impl OrtBackend {
         })?);
         *env = Some((path, loaded.clone()));
         Ok(Self { env: loaded })
+    }
+}
+
+/// ONNX Runtime's log, into `tracing` (target `ort`) instead of its own
+/// coloured lines on stderr. An ONNX Runtime *error* is also the error its
+/// API call returns, which the data plane reports to the client and logs
+/// once per failed request: it is logged here only at `debug`, so a client
+/// sending bad tensors cannot flood the log with two lines per request.
+fn forward_log(level: ort::logging::LogLevel, category: &str, id: &str, at: &str, message: &str) {
+    use ort::logging::LogLevel;
+    match level {
+        LogLevel::Fatal => tracing::error!(target: "ort", category, id, at, "{message}"),
+        LogLevel::Warning => tracing::warn!(target: "ort", category, id, at, "{message}"),
+        LogLevel::Error | LogLevel::Info => {
+            tracing::debug!(target: "ort", category, id, at, "{message}")
+        }
+        LogLevel::Verbose => tracing::trace!(target: "ort", category, id, at, "{message}"),
     }
 }
 
@@ -106,7 +126,12 @@ impl Backend for OrtBackend {
             OptLevel::Extended => GraphOptimizationLevel::Level2,
             OptLevel::All => GraphOptimizationLevel::All,
         };
+        // Sessions log warnings and worse: the custom logger receives
+        // everything the session produces, and verbose logging on every run
+        // costs time.
         let mut builder = Session::builder(&self.env)
+            .map_err(load_err)?
+            .with_log_level(ort::logging::LogLevel::Warning)
             .map_err(load_err)?
             .with_optimization_level(level)
             .map_err(load_err)?;

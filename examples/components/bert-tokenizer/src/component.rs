@@ -12,6 +12,7 @@ impl Processor for BertTokenizer {
             .output("input_ids", DataType::Int64, [-1, -1])
             .output("attention_mask", DataType::Int64, [-1, -1])
             .output("token_type_ids", DataType::Int64, [-1, -1])
+            .output("truncated", DataType::Int64, [-1])
     }
 
     fn process(mut inputs: Inputs, params: Params) -> Result<Outputs, Error> {
@@ -111,6 +112,10 @@ impl Processor for BertTokenizer {
             .with(
                 "token_type_ids",
                 Tensor::from_i64(&out_shape, encoding.token_type_ids)?,
+            )
+            .with(
+                "truncated",
+                Tensor::from_i64(&[batch as i64], encoding.truncated)?,
             ))
     }
 }

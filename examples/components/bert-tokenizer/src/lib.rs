@@ -24,7 +24,10 @@
 //!
 //! Outputs, each `INT64 [batch, length]` (declared `[-1, -1]`), `length` being
 //! `max_length` or the longest row's:
-//! - `input_ids`, `attention_mask`, `token_type_ids`.
+//! - `input_ids`, `attention_mask`, `token_type_ids`;
+//!
+//! and `truncated`, `INT64 [batch]`: how many tokens truncation cut from each row
+//! (0 when it fit), so a caller can see that a long text was shortened.
 //!
 //! Wrong dtype, rank or second dimension, non-UTF-8 text and out-of-range parameters
 //! are `invalid-input` errors.
@@ -73,6 +76,7 @@ pub fn trim_to_longest(encoding: Encoding, batch: usize, width: usize) -> (Encod
         input_ids: cut(encoding.input_ids),
         attention_mask: cut(encoding.attention_mask),
         token_type_ids: cut(encoding.token_type_ids),
+        truncated: encoding.truncated,
     };
     (trimmed, longest)
 }

@@ -25,6 +25,10 @@ pub struct Encoding {
     pub attention_mask: Vec<i64>,
     /// 0 for the first sequence (and padding), 1 for the second of a pair.
     pub token_type_ids: Vec<i64>,
+    /// Per row: how many tokens truncation cut (both sequences of a pair
+    /// together); 0 when the row fit. What HF `tokenizers` returns as the
+    /// overflowing tokens, counted.
+    pub truncated: Vec<i64>,
 }
 
 impl Encoding {
@@ -33,6 +37,7 @@ impl Encoding {
             input_ids: Vec::with_capacity(n),
             attention_mask: Vec::with_capacity(n),
             token_type_ids: Vec::with_capacity(n),
+            truncated: Vec::new(),
         }
     }
 }
@@ -99,21 +104,30 @@ impl Scratch {
         out: &mut Encoding,
     ) {
         let row_start = out.input_ids.len();
-        let (len_a, len_b) = match pair {
+        let (len_a, len_b, cut) = match pair {
             None => {
-                // A single sequence keeps its first `budget` ids: stop tokenizing after them.
+                // A single sequence keeps its first `budget` ids: stop tokenizing after
+                // them, and only a text that overflows is tokenized to its end, to count
+                // what was cut.
                 let budget = max_length.saturating_sub(2);
                 tokenize(text, budget, &mut self.word, &mut self.a);
-                (self.a.len().min(budget), 0)
+                let mut cut = 0;
+                if self.a.len() > budget {
+                    tokenize(text, usize::MAX, &mut self.word, &mut self.b);
+                    cut = self.b.len() - budget;
+                }
+                (self.a.len().min(budget), 0, cut)
             }
             Some(pair) => {
                 // Longest-first needs both true lengths (which side is longer).
                 tokenize(text, usize::MAX, &mut self.word, &mut self.a);
                 tokenize(pair, usize::MAX, &mut self.word, &mut self.b);
                 let budget = max_length.saturating_sub(3);
-                truncate_pair(self.a.len(), self.b.len(), budget)
+                let (a, b) = truncate_pair(self.a.len(), self.b.len(), budget);
+                (a, b, self.a.len() + self.b.len() - a - b)
             }
         };
+        out.truncated.push(cut as i64);
 
         // The row: `[CLS] A [SEP]` (type 0), then `B [SEP]` (type 1), then padding, cut
         // to `max_length` when that cannot even hold the special tokens.
@@ -279,8 +293,22 @@ mod tests {
             rows.input_ids.extend(r.input_ids);
             rows.attention_mask.extend(r.attention_mask);
             rows.token_type_ids.extend(r.token_type_ids);
+            rows.truncated.extend(r.truncated);
         }
         assert_eq!(batch, rows);
         assert_eq!(batch.input_ids.len(), 21);
+    }
+
+    #[test]
+    fn truncation_is_counted_per_row() {
+        // 6 word pieces: a single text keeps max_length - 2 of them.
+        let text = "one two three four five six";
+        assert_eq!(encode(text, None, 8).truncated, [0]);
+        assert_eq!(encode(text, None, 5).truncated, [3]);
+        // A pair keeps max_length - 3 of its 6 + 2 pieces.
+        assert_eq!(encode(text, Some("seven eight"), 11).truncated, [0]);
+        assert_eq!(encode(text, Some("seven eight"), 7).truncated, [4]);
+        let batch = encode_batch(&[text, "hi"], None, 5);
+        assert_eq!(batch.truncated, [3, 0]);
     }
 }

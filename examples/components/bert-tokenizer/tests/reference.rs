@@ -80,6 +80,9 @@ fn cases() -> Vec<Case> {
                 input_ids: ints(&r["input_ids"]),
                 attention_mask: ints(&r["attention_mask"]),
                 token_type_ids: ints(&r["token_type_ids"]),
+                truncated: vec![r["truncated"].as_i64().expect(
+                    "testdata/tokenizer_reference.json has no `truncated`: run `make reference`",
+                )],
             },
         })
         .collect()
@@ -107,6 +110,8 @@ fn matches_hf_tokenizers_on_the_corpus() {
                 eprintln!("  got  mask  {:?}", got.attention_mask);
                 eprintln!("  want types {:?}", case.want.token_type_ids);
                 eprintln!("  got  types {:?}", got.token_type_ids);
+                eprintln!("  want cut   {:?}", case.want.truncated);
+                eprintln!("  got  cut   {:?}", got.truncated);
             }
         }
     }

@@ -5,6 +5,10 @@
 //! Inputs: `last_hidden_state` FP32 `[batch, seq, hidden]`, `attention_mask`
 //! INT64 `[batch, seq]`. Outputs: `embeddings` FP32 `[batch, hidden]`,
 //! `similarity` FP32 `[batch / 2]` (rows 0·1, 2·3, …).
+//!
+//! `batch` must be a positive even number: every row has a partner to be
+//! scored against. Any other row count is an `invalid-input` error, never an
+//! empty or partial `similarity`.
 
 #[cfg(target_arch = "wasm32")]
 mod component {
@@ -34,6 +38,13 @@ mod component {
                 return Err(Error::invalid_input(format!(
                     "last_hidden_state must be FP32, not {}",
                     hidden.dtype().as_str()
+                )));
+            }
+            if hs[0] < 2 || hs[0] % 2 != 0 {
+                return Err(Error::invalid_input(format!(
+                    "similarity scores rows in pairs (0·1, 2·3, …): send a positive even number of \
+                     sentences, got {}",
+                    hs[0]
                 )));
             }
             let (batch, seq, dim) = (hs[0] as usize, hs[1] as usize, hs[2] as usize);
