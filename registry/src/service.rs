@@ -54,11 +54,11 @@ impl RegistryService {
     }
 
     fn caller<T>(&self, request: &Request<T>) -> Result<Tenant, Status> {
-        let header = match request.metadata().get("authorization") {
-            None => None,
-            // Not text is as malformed as a wrong scheme.
-            Some(v) => Some(v.to_str().unwrap_or_default()),
-        };
+        // A value that is not text reads as empty: a missing key.
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or_default());
         Ok(self.registry.authenticate(bearer_key(header)?)?)
     }
 

@@ -97,6 +97,30 @@ fn tritonclient_grpc_and_http_against_conduit_dev() {
         );
         assert!(out.contains(&format!("pushed {name}@1.0.0")), "{out}");
     }
+    // `post`: three versions (other components' bytes: only the versions
+    // matter), pushed out of order, for metadata `versions` and numeric
+    // (Triton-style) versions.
+    for (crate_name, version) in [
+        ("embedding-post", "1.0.0"),
+        ("tensor-ops", "2.0.0"),
+        ("softmax-topk", "1.2.0"),
+    ] {
+        let file = component_path(crate_name);
+        let out = conduit(
+            &server,
+            &key,
+            &[
+                "push",
+                "component",
+                file.to_str().unwrap(),
+                "--name",
+                "post",
+                "--version",
+                version,
+            ],
+        );
+        assert!(out.contains(&format!("pushed post@{version}")), "{out}");
+    }
     let out = conduit(&server, &key, &["tenant", "create", "other"]);
     let other = out
         .lines()

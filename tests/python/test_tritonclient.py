@@ -11,8 +11,9 @@ installs tritonclient into .venv):
 
 The server must hold, for the tenant of --key: components `tokenizer@1.0.0`
 (bert-tokenizer) and `embedding-post@1.0.0`, the model `minilm@1.0.0`
-(testdata/minilm/model.onnx) and the pipeline `paraphrase@1.0.0`
-(examples/pipelines/paraphrase.toml), and no inference may have run on it except through
+(testdata/minilm/model.onnx), the pipeline `paraphrase@1.0.0`
+(examples/pipelines/paraphrase.toml) and a component `post` at versions 1.0.0, 1.2.0
+and 2.0.0 (any components), and no inference may have run on it except through
 this script. --other-key is a second tenant that has none of them. The server runs with
 `--max-request-bytes` equal to this script's (the oversized request sends twice as much).
 
@@ -29,14 +30,18 @@ import traceback
 import urllib.error
 import urllib.request
 
+import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.grpc._utils import raise_error_grpc
 from tritonclient.utils import InferenceServerException
 
 TOLERANCE = 1e-4
 PARAPHRASE = ("conduit_bay_area", "conduit_hq")  # the README pair
 UNRELATED = ("conduit_bay_area", "cat_windowsill")
+STEPS = {"paraphrase": ("tokenizer", "minilm", "embedding-post")}
+MODELS = ("paraphrase", "tokenizer", "minilm", "embedding-post")
 VERSION = "1.0.0"
 
 
@@ -139,6 +144,25 @@ class Protocol:
         infer = s.get("compute_infer", {})
         return as_int(success.get("count")), as_int(success.get("ns")), as_int(infer.get("ns")), r
 
+    def raw_stats(self, model="", version=""):
+        """The model_stats rows of `model` ("" = all), ints normalized."""
+        r = self.client.get_inference_statistics(model, version, headers=self.headers(), **self.kw())
+        rows = r.get("model_stats", [])
+        for m in rows:
+            for k in ("inference_count", "execution_count", "last_inference"):
+                m[k] = as_int(m.get(k))
+            for d in m.get("inference_stats", {}).values():
+                d["count"], d["ns"] = as_int(d.get("count")), as_int(d.get("ns"))
+        return rows
+
+    def counts(self, model):
+        """(success, fail, inference_count, execution_count) of `model` at 1.0.0."""
+        rows = self.raw_stats(model, VERSION)
+        expect(len(rows) == 1, f"statistics of {model} {VERSION}: {rows}")
+        s = rows[0].get("inference_stats", {})
+        return (s.get("success", {}).get("count", 0), s.get("fail", {}).get("count", 0),
+                rows[0]["inference_count"], rows[0]["execution_count"])
+
     def input(self, name, array, datatype=None, binary=True):
         datatype = datatype or {np.object_: "BYTES", np.int64: "INT64",
                                 np.float32: "FP32"}[array.dtype.type]
@@ -150,7 +174,7 @@ class Protocol:
         return i
 
     def infer(self, model, inputs, version="", key=None, headers=None, binary=True, outputs=None,
-              parameters=None, count=True):
+              parameters=None, count=True, **client_kw):
         """Runs `model` on {name: ndarray}; returns ({output: ndarray}, {param: str}, version)."""
         tensors = [self.input(n, a, binary=binary) for n, a in inputs.items()]
         requested = None
@@ -162,9 +186,12 @@ class Protocol:
         result = self.client.infer(
             model, tensors, model_version=version, outputs=requested,
             headers=self.headers(key) if headers is None else headers,
-            parameters=parameters)
+            parameters=parameters, **client_kw)
         if count:
-            self.calls[model] = self.calls.get(model, 0) + 1
+            # A pipeline's steps are counted as themselves too (as Triton
+            # counts an ensemble's composing models).
+            for m in (model, *STEPS.get(model, ())):
+                self.calls[m] = self.calls.get(m, 0) + 1
         response = result.get_response()
         if self.name == "grpc":
             names = [o.name for o in response.outputs]
@@ -444,15 +471,28 @@ class Suite:
     # ---- statistics
 
     def baseline(self, p):
+        def zeroed():
+            # Triton answers an entry for every ready model version, zeroed while unused.
+            names = {m.get("name") for m in p.raw_stats()}
+            expect(names >= set(MODELS), f"get_inference_statistics() lists {sorted(names)}")
+            for m in MODELS:
+                rows = p.raw_stats(m)
+                expect(rows and rows[0].get("version") == VERSION, f"stats of {m}: {rows}")
+                if self.calls.get(m, 0) == 0:
+                    expect(rows[0]["inference_count"] == 0 and rows[0]["execution_count"] == 0,
+                           f"unused {m}: {rows[0]}")
+            return "model_stats[0] of each of " + ", ".join(MODELS)
+        self.check(p.name, "statistics of loaded, unused models: zeroed entries", zeroed)
+
         def base():
-            for m in ("paraphrase", "minilm"):
+            for m in MODELS:
                 count, _, _, _ = p.stats(m)
                 self.base[m] = count - self.calls.get(m, 0)
             return ", ".join(f"{m} {c}" for m, c in self.base.items())
         self.check(p.name, "get_inference_statistics before inference", base)
 
     def statistics(self, p):
-        for model in ("paraphrase", "minilm"):
+        for model in MODELS:
             def stats(model=model):
                 expect(model in self.base, "no baseline")
                 count, ns, infer_ns, raw = p.stats(model)
@@ -508,7 +548,7 @@ class Suite:
         case(f"oversized request ({size / 1e6:.0f} MB > --max-request-bytes "
              f"{self.args.max_request_bytes})",
              lambda: p.infer("paraphrase", {"text": big}, count=False),
-             ["OUT_OF_RANGE", "RESOURCE_EXHAUSTED"], 413, [("too large", "limit", "exceed")])
+             ["OUT_OF_RANGE"], 413, [("too large", "limit", "exceed")])
         wrong = "cdk_" + "0" * 64
         case("wrong API key",
              lambda: p.infer("paraphrase", {"text": pair}, key=wrong, count=False),
@@ -538,6 +578,148 @@ class Suite:
                    "is_model_ready('paraphrase') is True for another tenant")
         self.check(p.name, "another tenant: is_model_ready('paraphrase') is False", other_ready)
 
+    # ---- Triton compatibility (issue #13)
+
+    def triton_compat(self, p):
+        pair = texts(self.ref.text(PARAPHRASE[0]), self.ref.text(PARAPHRASE[1]))
+
+        def case(what, call, grpc_codes, http_status, fragments):
+            self.check(p.name, f"{what} → {'/'.join(grpc_codes) if p.name == 'grpc' else http_status}",
+                       lambda: expect_error(p, what, call, grpc_codes, http_status, fragments))
+
+        def versions():
+            m = p.metadata("post")
+            expect(m.get("versions") == ["1.0.0", "1.2.0", "2.0.0"], f"versions: {m}")
+            return f"versions {m['versions']}"
+        self.check(p.name, "get_model_metadata lists every version", versions)
+
+        def numeric():
+            seen = []
+            for asked, want in (("1", "1.2.0"), ("2", "2.0.0"), ("1.0", "1.0.0")):
+                c = p.config("post", asked)
+                got = c.get("parameters", {}).get("conduit.version", {}).get("string_value")
+                expect(got == want, f"model_version {asked!r} resolved to {got!r}, expected {want}")
+                expect(p.client.is_model_ready("post", asked, headers=p.headers()),
+                       f"is_model_ready('post', {asked!r}) is not True")
+                seen.append(f"{asked}→{got}")
+            return ", ".join(seen)
+        self.check(p.name, "Triton-style numeric versions name the highest N.x.y", numeric)
+        case("numeric version with no release",
+             lambda: p.config("post", "3"),
+             ["NOT_FOUND"], 404, ["semver", "1.0.0, 1.2.0, 2.0.0"])
+
+        def executions():
+            mbs = as_int(p.config("minilm").get("max_batch_size"))
+            sids = ["short"] * (mbs + 1)
+            before = p.counts("minilm")
+            inputs = {k: np.array([self.ref.sentences[s][k] for s in sids], dtype=np.int64)
+                      for k in ("input_ids", "attention_mask", "token_type_ids")}
+            p.infer("minilm", inputs)
+            after = p.counts("minilm")
+            delta = [a - b for a, b in zip(after, before)]
+            # One request of max_batch_size + 1 rows runs as two batches.
+            expect(delta == [1, 0, mbs + 1, 2],
+                   f"(success, fail, inference_count, execution_count) moved by {delta}")
+            return f"{mbs + 1} rows: 1 success, 2 executions"
+        self.check(p.name, "execution_count counts batches, inference_count rows", executions)
+
+        def steps():
+            before = {m: p.counts(m) for m in MODELS}
+            self.paraphrase(p, *PARAPHRASE)
+            after = {m: p.counts(m) for m in MODELS}
+            for m in MODELS:
+                success = after[m][0] - before[m][0]
+                expect(success == 1, f"{m}: success moved by {success} for one paraphrase call")
+                expect(after[m][3] > before[m][3], f"{m}: execution_count did not move")
+            return "paraphrase, tokenizer, minilm, embedding-post each +1"
+        self.check(p.name, "a pipeline's steps are counted as their models", steps)
+
+        def decode_failures():
+            before = p.counts("minilm")
+            ids = np.array([self.ref.sentences["short"]["input_ids"]], dtype=np.int64)
+            tensors = []
+            for name in ("input_ids", "attention_mask", "token_type_ids"):
+                i = p.mod.InferInput(name, list(ids.shape), "INT32")
+                i.set_data_from_numpy(ids.astype(np.int32))
+                # A client that declares INT32 but sends INT64 bytes.
+                if p.name == "grpc":
+                    i._raw_content = ids.tobytes()
+                else:
+                    i._raw_data = ids.tobytes()
+                    i._parameters["binary_data_size"] = len(i._raw_data)
+                tensors.append(i)
+            detail = expect_error(p, "INT64 bytes declared INT32",
+                                  lambda: p.client.infer("minilm", tensors, headers=p.headers()),
+                                  ["INVALID_ARGUMENT"], 400,
+                                  ["declared INT32", "INT64", "does not match the data"])
+            after = p.counts("minilm")
+            expect(after[1] == before[1] + 1, f"fail count {before[1]} → {after[1]}")
+            return detail
+        self.check(p.name, "a request that cannot be decoded: named, and counted as a failure",
+                   decode_failures)
+
+        if p.name == "grpc":
+            def bytes_as_ints():
+                req = grpcclient.service_pb2.ModelInferRequest(model_name="paraphrase")
+                t = req.inputs.add(name="text", datatype="BYTES", shape=[2, 1])
+                t.contents.int_contents.extend([1, 2])
+                def call():
+                    # tritonclient always sends raw contents: its own stub sends typed ones.
+                    try:
+                        p.client._client_stub.ModelInfer(req, metadata=list(p.headers().items()))
+                    except grpc.RpcError as e:
+                        raise_error_grpc(e)
+                return expect_error(p, "BYTES as int_contents", call,
+                                    ["INVALID_ARGUMENT"], 400, ["bytes_contents", "int_contents"])
+            self.check(p.name, "BYTES sent as int_contents → INVALID_ARGUMENT naming bytes_contents",
+                       bytes_as_ints)
+
+        for algorithm in ("gzip", "deflate"):
+            def compressed(algorithm=algorithm):
+                kw = ({"compression_algorithm": algorithm} if p.name == "grpc" else
+                      {"request_compression_algorithm": algorithm,
+                       "response_compression_algorithm": algorithm})
+                out, _, _ = self.paraphrase(p, *PARAPHRASE, **kw)
+                s = float(out["similarity"][0])
+                expect(abs(s - self.ref.cosine(*PARAPHRASE)) <= TOLERANCE, f"similarity {s}")
+                return f"similarity {s:.4f}"
+            self.check(p.name, f"infer with {algorithm} compression", compressed)
+
+        big = texts("x" * (2 * self.args.max_request_bytes), "y")
+        kw = ({"compression_algorithm": "gzip"} if p.name == "grpc" else
+              {"request_compression_algorithm": "gzip"})
+        case("a gzip bomb (small on the wire, over the limit inflated)",
+             lambda: p.infer("paraphrase", {"text": big}, count=False, **kw),
+             ["RESOURCE_EXHAUSTED", "INVALID_ARGUMENT", "OUT_OF_RANGE"], 413, ["limit"])
+
+        def class_count():
+            tensors = [p.input("text", pair)]
+            outputs = [p.mod.InferRequestedOutput("similarity", class_count=1)]
+            return p.client.infer("paraphrase", tensors, outputs=outputs, headers=p.headers())
+        case("class_count (classification extension)", class_count,
+             ["UNIMPLEMENTED"], 501, ["class_count"])
+        case("load_model with a config override",
+             lambda: p.client.load_model("minilm", headers=p.headers(),
+                                         config=json.dumps({"max_batch_size": 2})),
+             ["INVALID_ARGUMENT"], 400, ["config overrides are not supported"])
+
+        def unloaded_step():
+            p.client.unload_model("minilm", headers=p.headers())
+            expect(p.model_ready("minilm") is False, "minilm is still ready after unload_model")
+            detail = expect_error(p, "paraphrase with minilm unloaded",
+                                  lambda: self.paraphrase(p, *PARAPHRASE, count=False),
+                                  ["UNAVAILABLE"], 503, ["`minilm`", "unloaded", "encode"])
+            # The tokenize step ran (and succeeded) before `encode` was refused.
+            self.calls["tokenizer"] = self.calls.get("tokenizer", 0) + 1
+            # Loading the pipeline loads its steps again, as Triton loads an
+            # ensemble's composing models.
+            p.client.load_model("paraphrase", headers=p.headers())
+            expect(p.model_ready("minilm") is True, "minilm not ready after load_model('paraphrase')")
+            self.still_serving(p, "")
+            return detail
+        self.check(p.name, "an unloaded model fails the pipeline that uses it, until loaded",
+                   unloaded_step)
+
     def malformed_json(self, host):
         def post(body, headers):
             conn = http.client.HTTPConnection(host, timeout=60)
@@ -550,7 +732,8 @@ class Suite:
 
         auth = {"authorization": "Bearer " + self.args.key, "content-type": "application/json"}
         for what, body in (("malformed JSON", b'{"inputs": ['),
-                           ("JSON that is not an inference request", b'{"inputs": 7}')):
+                           ("JSON that is not an inference request", b'{"inputs": 7}'),
+                           ("a JSON array", b'[1,2,3]')):
             def run(body=body, what=what):
                 status, ctype, raw = post(body, auth)
                 req = f"POST /v2/models/paraphrase/infer {body!r}"
@@ -563,6 +746,8 @@ class Suite:
                 expect(isinstance(doc, dict) and isinstance(doc.get("error"), str) and doc["error"],
                        f"{req}: expected a JSON body {{\"error\": \"...\"}}, got {doc}")
                 expect("application/json" in ctype, f"{req}: content-type {ctype!r}")
+                if body.startswith(b"["):
+                    expect("must be a JSON object" in doc["error"], f"{req}: {doc['error']!r}")
                 return self.still_serving(self.protocols["http"], f"400: {doc['error']}") \
                     if "http" in self.protocols else f"400: {doc['error']}"
             self.check("http", f"{what} over raw HTTP → 400 {{\"error\"}}", run)
@@ -609,6 +794,7 @@ class Suite:
             self.components_and_model(p)
             self.statistics(p)
             self.bad_requests(p)
+            self.triton_compat(p)
             self.statistics(p)
         if "http" in self.protocols:
             self.malformed_json(a.http)

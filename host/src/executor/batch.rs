@@ -141,10 +141,11 @@ fn run(model: &mut dyn LoadedModel, mut batch: Vec<Job>, counters: &Counters) {
     match result {
         Ok(parts) => {
             let compute = std::time::Duration::from_micros(compute);
-            for (job, out) in batch.into_iter().zip(parts) {
+            for (i, (job, out)) in batch.into_iter().zip(parts).enumerate() {
                 let timing = RunTiming {
                     queue: started.duration_since(job.enqueued),
                     compute,
+                    executions: u64::from(i == 0),
                 };
                 let _ = job.reply.send(Ok((out, timing)));
             }

@@ -37,6 +37,9 @@ pub struct RunTiming {
     pub queue: Duration,
     /// Running the batch the request was part of.
     pub compute: Duration,
+    /// Batches this request led (was the first of): summed over requests,
+    /// each batch run counts once — Triton's execution count.
+    pub executions: u64,
 }
 
 /// A model served by `config.instances` worker threads, each with its own
@@ -253,6 +256,7 @@ impl Executor {
                     let (out, t) = self.wait(rx).await?;
                     timing.queue += t.queue;
                     timing.compute += t.compute;
+                    timing.executions += t.executions;
                     outputs.push(out);
                 }
                 let refs: Vec<&NamedTensors> = outputs.iter().collect();

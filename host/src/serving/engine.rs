@@ -2,7 +2,7 @@
 //! the sandbox, or a pipeline's DAG of both — each step as soon as its
 //! inputs exist, independent steps concurrently.
 
-use super::{ServeError, Serving, TenantServing, host_signature, param};
+use super::{ModelKey, RequestTiming, ServeError, Serving, TenantServing, host_signature, param};
 use crate::{
     CallContext, GuestError, InferFuture, ModelBackend, NamedTensors, Param, ParamValue, Tensor,
 };
@@ -28,6 +28,10 @@ pub(super) struct StepTiming {
     pub queue: Duration,
     /// Running models and components.
     pub compute: Duration,
+    /// Executions: batches a model request led (see
+    /// [`RunTiming::executions`](crate::executor::RunTiming)), 1 for a
+    /// component call.
+    pub executions: u64,
 }
 
 pub(super) struct StepOutput {
@@ -54,6 +58,7 @@ pub(super) async fn model_step(
         timing: StepTiming {
             queue: t.queue,
             compute: t.compute,
+            executions: t.executions,
         },
     })
 }
@@ -100,6 +105,7 @@ pub(super) async fn component_step(
         timing: StepTiming {
             queue: Duration::ZERO,
             compute: started.elapsed(),
+            executions: 1,
         },
     })
 }
@@ -127,17 +133,32 @@ impl ModelBackend for TenantModels {
                     manifest.kind
                 )));
             }
-            model_step(&self.ctx, &manifest, inputs)
-                .await
-                .map(|s| s.outputs)
-                .map_err(|e| match e.class() {
-                    super::StatusClass::InvalidArgument => GuestError::InvalidInput(e.to_string()),
-                    super::StatusClass::NotFound => GuestError::NotFound(e.to_string()),
-                    super::StatusClass::ResourceExhausted => {
-                        GuestError::ResourceExhausted(e.to_string())
-                    }
-                    _ => GuestError::Internal(e.to_string()),
-                })
+            if self
+                .ctx
+                .serving
+                .is_unloaded(&self.ctx.tenant.name, &manifest.name)
+            {
+                return Err(GuestError::Internal(format!(
+                    "model `{name}` is unloaded; load it (RepositoryModelLoad) to use it again"
+                )));
+            }
+            let ctx = &self.ctx;
+            counted(
+                ctx,
+                &manifest,
+                super::rows_of(&inputs),
+                model_step(ctx, &manifest, inputs),
+            )
+            .await
+            .map(|s| s.outputs)
+            .map_err(|e| match e.class() {
+                super::StatusClass::InvalidArgument => GuestError::InvalidInput(e.to_string()),
+                super::StatusClass::NotFound => GuestError::NotFound(e.to_string()),
+                super::StatusClass::ResourceExhausted => {
+                    GuestError::ResourceExhausted(e.to_string())
+                }
+                _ => GuestError::Internal(e.to_string()),
+            })
         })
     }
 }
@@ -167,6 +188,41 @@ fn step_manifest(ctx: &Ctx, step: &Step) -> Result<Manifest, ServeError> {
     Ok(now)
 }
 
+/// Runs one step (or a model a component calls) and counts it in the
+/// statistics of the model or component it runs, as Triton counts the
+/// composing models of an ensemble.
+async fn counted(
+    ctx: &Ctx,
+    manifest: &Manifest,
+    rows: u64,
+    run: impl std::future::Future<Output = Result<StepOutput, ServeError>>,
+) -> Result<StepOutput, ServeError> {
+    let key = ModelKey {
+        tenant: ctx.tenant.name.clone(),
+        model: manifest.name.clone(),
+        version: manifest.version.clone(),
+    };
+    let metrics = &ctx.serving.inner.metrics;
+    let started = Instant::now();
+    metrics.begin(&key);
+    let result = run.await;
+    match &result {
+        Ok(out) => metrics.success(
+            &key,
+            rows,
+            out.timing.executions,
+            started.elapsed(),
+            RequestTiming {
+                queue: out.timing.queue,
+                infer: out.timing.compute,
+                ..RequestTiming::default()
+            },
+        ),
+        Err(e) => metrics.failure(&key, e.reason(), started.elapsed()),
+    }
+    result
+}
+
 async fn run_step(
     ctx: Ctx,
     step: Step,
@@ -188,11 +244,33 @@ async fn run_step(
         },
         other => other,
     };
+    if manifest.kind != Kind::Pipeline && ctx.serving.is_unloaded(&ctx.tenant.name, &manifest.name)
+    {
+        // Triton: a model unloaded explicitly serves no ensemble until it
+        // is loaded again.
+        return Err(ServeError::Unavailable(format!(
+            "pipeline step `{}` uses {} `{}`, which is unloaded; load it (RepositoryModelLoad \
+             of `{}` or of this pipeline) to serve the pipeline again",
+            step.name, manifest.kind, manifest.name, manifest.name
+        )));
+    }
     match manifest.kind {
-        Kind::Model => model_step(&ctx, &manifest, inputs).await.map_err(in_step),
-        Kind::Component => component_step(&ctx, &manifest, inputs, params)
-            .await
-            .map_err(in_step),
+        Kind::Model => counted(
+            &ctx,
+            &manifest,
+            super::rows_of(&inputs),
+            model_step(&ctx, &manifest, inputs),
+        )
+        .await
+        .map_err(in_step),
+        Kind::Component => counted(
+            &ctx,
+            &manifest,
+            super::rows_of(&inputs),
+            component_step(&ctx, &manifest, inputs, params),
+        )
+        .await
+        .map_err(in_step),
         Kind::Pipeline => Err(ServeError::Internal(format!(
             "pipeline step `{}` names a pipeline",
             step.name
@@ -272,6 +350,7 @@ pub(super) async fn run_pipeline(
         let step = &def.steps[i];
         timing.queue += out.timing.queue;
         timing.compute += out.timing.compute;
+        timing.executions += out.timing.executions;
         provenance.push((format!("conduit.step.{}", step.name), digest));
         let mut produced: HashMap<String, Tensor> = out.outputs.into_iter().collect();
         for spec in &step.signature.outputs {

@@ -33,6 +33,10 @@ pub enum ServeError {
     /// output in full, shared views and passed-through inputs too).
     #[error("{0}")]
     ResponseTooLarge(String),
+    /// The request can never fit a size limit (the limit itself is
+    /// smaller): retrying cannot help, so it is not RESOURCE_EXHAUSTED.
+    #[error("{0}")]
+    TooLarge(String),
     /// The request asks for something this server does not do.
     #[error("{0}")]
     Unsupported(String),
@@ -77,7 +81,8 @@ pub enum StatusClass {
     FailedPrecondition,
     /// 501 / UNIMPLEMENTED.
     Unimplemented,
-    /// 422 / OUT_OF_RANGE: a deterministic size limit (retrying cannot help).
+    /// 422 / OUT_OF_RANGE: a deterministic size limit (retrying cannot
+    /// help, unlike RESOURCE_EXHAUSTED).
     OutOfRange,
     /// 500 / INTERNAL.
     Internal,
@@ -131,7 +136,7 @@ impl ServeError {
             Self::Deadline(_) => S::DeadlineExceeded,
             Self::FailedPrecondition(_) => S::FailedPrecondition,
             Self::Unsupported(_) => S::Unimplemented,
-            Self::ResponseTooLarge(_) => S::OutOfRange,
+            Self::ResponseTooLarge(_) | Self::TooLarge(_) => S::OutOfRange,
             Self::Internal(_) => S::Internal,
             Self::Component { error, .. } => match error {
                 RuntimeError::Guest(g) => match g {
@@ -142,10 +147,10 @@ impl ServeError {
                     GuestError::Internal(_) => S::Internal,
                 },
                 RuntimeError::Timeout(_) => S::DeadlineExceeded,
-                RuntimeError::MemoryLimit { .. }
-                | RuntimeError::OutputTooLarge(_)
-                | RuntimeError::Overloaded(_)
-                | RuntimeError::MemoryBudget(_) => S::ResourceExhausted,
+                // The call's own caps: the same input hits them again.
+                RuntimeError::MemoryLimit { .. } | RuntimeError::OutputTooLarge(_) => S::OutOfRange,
+                // Shared budgets and slots: free again once others finish.
+                RuntimeError::Overloaded(_) | RuntimeError::MemoryBudget(_) => S::ResourceExhausted,
                 _ => S::Internal,
             },
             Self::Model { error, .. } => match error {
@@ -172,6 +177,7 @@ impl ServeError {
             Self::FailedPrecondition(_) => "failed_precondition",
             Self::Unsupported(_) => "unsupported",
             Self::ResponseTooLarge(_) => "response_too_large",
+            Self::TooLarge(_) => "too_large",
             Self::Internal(_) => "internal",
             Self::Component { error, .. } => match error {
                 RuntimeError::Guest(_) => "component_error",

@@ -8,6 +8,7 @@ use super::{Serving, wire};
 use conduit_proto::inference::{self as pb, grpc_inference_service_server as server};
 use conduit_registry::Tenant;
 use std::time::Instant;
+use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
 /// The gRPC inference service.
@@ -29,6 +30,11 @@ impl InferenceService {
         let config = self.serving.config();
         let (max_in, max_out) = (config.max_request_bytes, config.max_response_bytes);
         server::GrpcInferenceServiceServer::new(self)
+            // tritonclient's `compression_algorithm`: the size limit below
+            // holds for the decompressed message too (tonic stops inflating
+            // at it). Answers go uncompressed, as Triton's by default.
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Deflate)
             .max_decoding_message_size(max_in)
             // A backstop: answers are checked against the limit before
             // encoding; this allows for the message's own framing.
@@ -108,6 +114,7 @@ impl server::GrpcInferenceService for InferenceService {
         let tenant = self.tenant(&request)?;
         let r = request.into_inner();
         let m = self.serving.resolve(&tenant, &r.name, &r.version)?;
+        let versions = self.serving.versions(&tenant, &m.name)?;
         let meta = |t: &conduit_registry::TensorSpec| pb::model_metadata_response::TensorMetadata {
             name: t.name.clone(),
             datatype: t.datatype.clone(),
@@ -115,7 +122,7 @@ impl server::GrpcInferenceService for InferenceService {
         };
         Ok(Response::new(pb::ModelMetadataResponse {
             name: m.name.clone(),
-            versions: vec![m.version.clone()],
+            versions: versions.into_iter().map(|v| v.version).collect(),
             platform: wire::platform(m.kind).into(),
             inputs: m.signature.inputs.iter().map(meta).collect(),
             outputs: m.signature.outputs.iter().map(meta).collect(),
@@ -129,7 +136,11 @@ impl server::GrpcInferenceService for InferenceService {
         let received = Instant::now();
         let tenant = self.tenant(&request)?;
         let timeout = grpc_timeout(&request);
-        let mut infer = wire::decode_request(request.into_inner())?;
+        let request = request.into_inner();
+        let (model, version) = (request.model_name.clone(), request.model_version.clone());
+        let mut infer = wire::decode_request(request).inspect_err(|e| {
+            self.serving.decode_failed(&tenant, &model, &version, e);
+        })?;
         infer.received = Some(received);
         if let Some(t) = timeout {
             infer.timeout = Some(infer.timeout.map_or(t, |mine| mine.min(t)));
@@ -193,7 +204,13 @@ impl server::GrpcInferenceService for InferenceService {
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
         let tenant = self.tenant(&request)?;
         let r = request.into_inner();
-        self.serving.load(&tenant, &r.model_name).await?;
+        self.serving
+            .load(
+                &tenant,
+                &r.model_name,
+                r.parameters.keys().map(String::as_str),
+            )
+            .await?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 

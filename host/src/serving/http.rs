@@ -10,6 +10,7 @@
 //! and an oversized body 413. JSON tensors and Triton's binary tensor
 //! extension are translated by the private `serving::json` module.
 
+use super::encoding::{self, Inflate};
 use super::{ServeError, Serving, json, wire};
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -84,6 +85,18 @@ impl HttpError {
         };
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, message)
     }
+
+    /// The data-plane error this answer stands for, to count and log it.
+    fn as_serve_error(&self) -> ServeError {
+        let m = self.message.clone();
+        match self.status {
+            StatusCode::PAYLOAD_TOO_LARGE => ServeError::TooLarge(m),
+            StatusCode::NOT_IMPLEMENTED => ServeError::Unsupported(m),
+            StatusCode::REQUEST_TIMEOUT => ServeError::Deadline(m),
+            s if s.is_server_error() => ServeError::Internal(m),
+            _ => ServeError::InvalidInput(m),
+        }
+    }
 }
 
 /// The one place a data-plane error becomes an HTTP status.
@@ -134,24 +147,42 @@ fn tenant(serving: &Serving, headers: &HeaderMap) -> Result<Tenant, HttpError> {
     Ok(serving.authenticate(header)?)
 }
 
-/// The whole body, refused with 413 once it passes `max` bytes (at once
-/// when `Content-Length` says so).
-/// The request body under this server's size cap and body-progress timeout.
+/// The request body under this server's size cap and body-progress
+/// timeout, decompressed when it comes with `Content-Encoding: gzip` or
+/// `deflate` — the decompressed size under the same cap (413 past it).
 async fn request_body(
     serving: &Serving,
     body: Body,
     headers: &HeaderMap,
 ) -> Result<Bytes, HttpError> {
     let config = serving.config();
-    read_body(
-        body,
-        headers,
-        config.max_request_bytes,
-        config.connections.body_progress_timeout,
-    )
-    .await
+    let coding = encoding::request_coding(headers)?;
+    let max = config.max_request_bytes;
+    let raw = read_body(body, headers, max, config.connections.body_progress_timeout).await?;
+    let Some(coding) = coding else {
+        return Ok(raw);
+    };
+    // Inflating up to the limit is CPU work: off the request threads.
+    let inflated = tokio::task::spawn_blocking(move || encoding::decompress(coding, &raw, max))
+        .await
+        .map_err(|e| ServeError::Internal(format!("decompression task failed: {e}")))?;
+    match inflated {
+        Ok(data) => Ok(Bytes::from(data)),
+        Err(Inflate::TooLarge) => Err(HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body decompresses ({}) to more than the limit of {max} bytes",
+                coding.as_str()
+            ),
+        )),
+        Err(Inflate::Corrupt(m)) => {
+            Err(ServeError::InvalidInput(format!("the request body is not valid {m}")).into())
+        }
+    }
 }
 
+/// The whole body, refused with 413 once it passes `max` bytes (at once
+/// when `Content-Length` says so).
 async fn read_body(
     mut body: Body,
     headers: &HeaderMap,
@@ -189,21 +220,6 @@ async fn read_body(
     })
 }
 
-/// An uncompressed body; compressed requests are refused with a reason.
-fn identity_encoding(headers: &HeaderMap) -> Result<(), HttpError> {
-    match headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?"))
-    {
-        None => Ok(()),
-        Some(e) if e.trim().eq_ignore_ascii_case("identity") => Ok(()),
-        Some(e) => Err(ServeError::Unsupported(format!(
-            "Content-Encoding `{e}` is not supported; send the request uncompressed"
-        ))
-        .into()),
-    }
-}
-
 /// A JSON body that may be empty (then `T::default()`).
 fn optional_json<T: Default + for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, HttpError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -237,10 +253,15 @@ async fn model_metadata(
     let p = model_path(path)?;
     let tenant = tenant(&serving, &headers)?;
     let m = serving.resolve(&tenant, &p.name, &p.version)?;
+    let versions: Vec<String> = serving
+        .versions(&tenant, &m.name)?
+        .into_iter()
+        .map(|v| v.version)
+        .collect();
     let meta = |t: &conduit_registry::TensorSpec| json!({ "name": t.name, "datatype": t.datatype, "shape": t.shape });
     Ok(json_response(&json!({
         "name": m.name,
-        "versions": [m.version],
+        "versions": versions,
         "platform": wire::platform(m.kind),
         "inputs": m.signature.inputs.iter().map(meta).collect::<Vec<_>>(),
         "outputs": m.signature.outputs.iter().map(meta).collect::<Vec<_>>(),
@@ -307,27 +328,41 @@ async fn infer(
     let received = Instant::now();
     let p = model_path(path)?;
     let tenant = tenant(&serving, &headers)?;
-    identity_encoding(&headers)?;
-    let body = request_body(&serving, body, &headers).await?;
-    let json_len = match headers.get(json::HEADER_LENGTH) {
-        None => None,
-        Some(v) => Some(v.to_str().map_err(|_| {
-            ServeError::InvalidInput("Inference-Header-Content-Length must be a byte count".into())
-        })?),
+    let (mut request, modes) = match decode_infer(&serving, &headers, body).await {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            serving.decode_failed(&tenant, &p.name, &p.version, &e.as_serve_error());
+            return Err(e);
+        }
     };
-    let (json, binary) = json::split_body(body, json_len)?;
-    let (mut request, modes) = json::decode_request(&json, binary)?;
     request.model = p.name;
     request.version = p.version;
     request.received = Some(received);
     let mut answer = serving.infer(&tenant, request).await?;
     let encoded = json::encode_response(&answer, &modes, serving.config().max_response_bytes)?;
+    let coding = encoding::response_coding(&headers);
+    let data = match coding {
+        None => encoded.body,
+        Some(coding) => {
+            let plain = encoded.body;
+            tokio::task::spawn_blocking(move || Bytes::from(encoding::compress(coding, &plain)))
+                .await
+                .map_err(|e| ServeError::Internal(format!("compression task failed: {e}")))?
+        }
+    };
     // The tenant's permit goes with the body: released when the last byte
     // is written (or the client goes away), not when the answer is built.
-    let body = super::HeldBody::new(Body::from(encoded.body), answer.guard.take());
+    let body = super::HeldBody::new(Body::from(data), answer.guard.take());
     let mut response = Body::new(body).into_response();
     let headers = response.headers_mut();
+    if let Some(coding) = coding {
+        headers.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(coding.as_str()),
+        );
+    }
     match encoded.json_len {
+        // The JSON length of the uncompressed body, as Triton sends it.
         Some(n) => {
             headers.insert(
                 header::CONTENT_TYPE,
@@ -343,6 +378,24 @@ async fn infer(
         }
     }
     Ok(response)
+}
+
+/// An inference request body as the data plane's request (model, version
+/// and arrival left for the caller) and the client's output modes.
+async fn decode_infer(
+    serving: &Serving,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(super::InferRequest, json::OutputModes), HttpError> {
+    let body = request_body(serving, body, headers).await?;
+    let json_len = match headers.get(json::HEADER_LENGTH) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ServeError::InvalidInput("Inference-Header-Content-Length must be a byte count".into())
+        })?),
+    };
+    let (json, binary) = json::split_body(body, json_len)?;
+    Ok(json::decode_request(&json, binary)?)
 }
 
 #[derive(Default, Deserialize)]
@@ -386,17 +439,9 @@ async fn repository_load(
     let tenant = tenant(&serving, &headers)?;
     let body = request_body(&serving, body, &headers).await?;
     let r: RepositoryRequest = optional_json(&body)?;
-    if let Some(k) = r
-        .parameters
-        .keys()
-        .find(|k| *k == "config" || k.starts_with("file:"))
-    {
-        return Err(ServeError::Unsupported(format!(
-            "load parameter `{k}`: models are loaded as registered; push a new version instead"
-        ))
-        .into());
-    }
-    serving.load(&tenant, &p.name).await?;
+    serving
+        .load(&tenant, &p.name, r.parameters.keys().map(String::as_str))
+        .await?;
     Ok(json_response(&json!({})))
 }
 
@@ -776,8 +821,18 @@ mod tests {
             200
         );
 
+        // Triton lists every ready model version, zeroed while unused.
         let r = get(&s, "/v2/models/stats").await;
-        assert_eq!((r.status, r.json()), (200, json!({"model_stats": []})));
+        assert_eq!(r.status, 200);
+        let v = r.json();
+        let stats = v["model_stats"].as_array().unwrap();
+        assert_eq!(stats.len(), 1, "{v}");
+        assert_eq!(
+            (&stats[0]["name"], &stats[0]["version"]),
+            (&json!("m"), &json!("1.0.0"))
+        );
+        assert_eq!(stats[0]["inference_count"], 0);
+        assert_eq!(stats[0]["inference_stats"]["success"]["count"], 0);
         assert_eq!(get(&s, "/v2/models/m/stats").await.status, 200);
         assert_eq!(
             get(&s, "/v2/models/m/versions/1.0.0/stats").await.status,
@@ -826,7 +881,12 @@ mod tests {
             br#"{"parameters":{"config":"{}"}}"#,
         )
         .await;
-        assert_eq!(r.status, 501);
+        assert_eq!(r.status, 400);
+        assert!(
+            r.error().contains("config overrides are not supported"),
+            "{}",
+            r.error()
+        );
         // Loading makes it servable, then fails to start: this build's test
         // server has no ONNX Runtime.
         let r = post(&s, "/v2/repository/models/m/load", &[], b"{}").await;
@@ -886,11 +946,74 @@ mod tests {
         let r = post(
             &s,
             "/v2/models/m/infer",
-            &[("content-encoding", "gzip")],
+            &[("content-encoding", "br")],
             json,
         )
         .await;
         assert_eq!(r.status, 501);
+        assert!(r.error().contains("`br` is not supported"), "{}", r.error());
+
+        // A body that is not a JSON object says what was expected.
+        let r = post(&s, "/v2/models/m/infer", &[], b"[1,2,3]").await;
+        assert_eq!(r.status, 400);
+        assert!(
+            r.error().contains("must be a JSON object") && r.error().contains("a JSON array"),
+            "{}",
+            r.error()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn compressed_bodies_are_inflated_within_the_limit() {
+        use super::encoding::{Coding, compress};
+        let s = start(1 << 16).await;
+        let json = br#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[[1,2]]}]}"#;
+        for coding in [Coding::Gzip, Coding::Deflate] {
+            // Decoded and checked, then the model cannot start (no ONNX Runtime).
+            let body = compress(coding, json);
+            let headers = [("content-encoding", coding.as_str())];
+            let r = post(&s, "/v2/models/m/infer", &headers, &body).await;
+            assert_eq!(r.status, 503, "{coding:?}: {}", r.error());
+            let wrong = compress(
+                coding,
+                br#"{"inputs":[{"name":"z","datatype":"FP32","shape":[1],"data":[1]}]}"#,
+            );
+            let r = post(&s, "/v2/models/m/infer", &headers, &wrong).await;
+            assert_eq!(r.status, 400, "{coding:?}: {}", r.error());
+            assert!(r.error().contains("has no input `z`"), "{}", r.error());
+        }
+        // A bomb: 1 MiB of spaces in about a kilobyte, over the 64 KiB limit.
+        let bomb = compress(Coding::Gzip, &vec![b' '; 1 << 20]);
+        assert!(bomb.len() < 1 << 16);
+        let r = post(
+            &s,
+            "/v2/models/m/infer",
+            &[("content-encoding", "gzip")],
+            &bomb,
+        )
+        .await;
+        assert_eq!(r.status, 413);
+        assert_eq!(
+            r.error(),
+            "request body decompresses (gzip) to more than the limit of 65536 bytes"
+        );
+        let r = post(
+            &s,
+            "/v2/models/m/infer",
+            &[("content-encoding", "gzip")],
+            b"plain",
+        )
+        .await;
+        assert_eq!(r.status, 400);
+        assert!(r.error().contains("not valid gzip body"), "{}", r.error());
+        // Decode failures are counted against the model they name.
+        let auth = format!("Bearer {}", s.key);
+        let r = call(&s, "GET", "/metrics", &[("authorization", &auth)], b"").await;
+        let text = String::from_utf8(r.body).unwrap();
+        let line = r#"conduit_inference_request_failure_total{tenant="default",model="m",version="1.0.0",reason="decode"} 1"#;
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        let line = r#"conduit_inference_request_failure_total{tenant="default",model="m",version="1.0.0",reason="too_large"} 1"#;
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -106,6 +106,26 @@ pub fn decode_request(
 ) -> Result<(InferRequest, OutputModes), ServeError> {
     let started = Instant::now();
     let bad = ServeError::InvalidInput;
+    // Before serde: a body of another JSON type would be reported as the
+    // first field's type mismatch ("expected a string").
+    match json.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        first => {
+            let got = match first {
+                None => "an empty body".to_string(),
+                Some(b'[') => "a JSON array".to_string(),
+                Some(b'"') => "a JSON string".to_string(),
+                Some(b'-' | b'0'..=b'9') => "a JSON number".to_string(),
+                Some(b't' | b'f') => "a JSON boolean".to_string(),
+                Some(b'n') => "JSON null".to_string(),
+                Some(_) => "something that is not JSON".to_string(),
+            };
+            return Err(bad(format!(
+                "the request body must be a JSON object (an inference request: \
+                 {{\"inputs\": [...]}}), got {got}"
+            )));
+        }
+    }
     let req: RequestJson = serde_json::from_slice(json)
         .map_err(|e| bad(format!("malformed inference request JSON: {e}")))?;
     let mut offset = 0usize;
@@ -170,8 +190,7 @@ pub fn decode_request(
                 )));
             }
         };
-        let tensor =
-            Tensor::new(dtype, shape, raw).map_err(|e| bad(format!("input `{name}`: {e}")))?;
+        let tensor = super::request_tensor(&name, dtype, shape, raw)?;
         inputs.push((name, tensor));
     }
     if offset != binary.len() {
@@ -209,7 +228,8 @@ pub fn decode_request(
         no_shared_memory(&o.parameters, "output", &o.name)?;
         if o.parameters.contains_key("classification") {
             return Err(ServeError::Unsupported(format!(
-                "output `{}` asks for classification, an extension this server does not offer",
+                "output `{}` asks for classification (class_count), an extension this server \
+                 does not offer; request the output itself and take the top classes client-side",
                 o.name
             )));
         }
@@ -1074,7 +1094,16 @@ mod tests {
         assert!(m.contains("malformed inference request JSON"), "{m}");
         assert!(m.contains("line 2 column"), "{m}");
         let m = message(decode(""));
-        assert!(m.contains("line 1 column 0"), "{m}");
+        assert!(m.contains("must be a JSON object"), "{m}");
+        assert!(m.contains("got an empty body"), "{m}");
+        // Another JSON type names what was expected, not a field's type.
+        for (body, got) in [("[1,2,3]", "a JSON array"), (" 7", "a JSON number")] {
+            let m = message(decode(body));
+            assert!(
+                m.contains("must be a JSON object") && m.contains(got),
+                "{m}"
+            );
+        }
         let m = message(decode(r#"{"outputs":[]}"#));
         assert!(m.contains("missing field `inputs`"), "{m}");
         // Deep nesting is refused by the parser, not by the stack.

@@ -30,7 +30,9 @@ pub struct ModelCounters {
     pub failure_ns: u64,
     /// Inferences performed (rows: a batch of 8 counts 8).
     pub inference_count: u64,
-    /// Executions (requests run; batching of model steps happens below).
+    /// Executions: for a model, the batches its executor ran (a request
+    /// that joined another's batch adds none, one split in three adds
+    /// three); for a component or pipeline, the requests run.
     pub exec_count: u64,
     /// Queue time.
     pub queue_ns: u64,
@@ -104,15 +106,23 @@ impl Metrics {
         self.with(|s| s.models.entry(key.clone()).or_default().pending += 1);
     }
 
-    /// A request for `key` succeeded, with `rows` inferences.
-    pub fn success(&self, key: &ModelKey, rows: u64, total: Duration, t: RequestTiming) {
+    /// A request for `key` succeeded, with `rows` inferences in
+    /// `executions` executions.
+    pub fn success(
+        &self,
+        key: &ModelKey,
+        rows: u64,
+        executions: u64,
+        total: Duration,
+        t: RequestTiming,
+    ) {
         self.with(|s| {
             let c = s.models.entry(key.clone()).or_default();
             c.pending = c.pending.saturating_sub(1);
             c.success += 1;
             c.success_ns += ns(total);
             c.inference_count += rows;
-            c.exec_count += 1;
+            c.exec_count += executions;
             c.queue_ns += ns(t.queue);
             c.compute_input_ns += ns(t.input);
             c.compute_infer_ns += ns(t.infer);
@@ -140,9 +150,19 @@ impl Metrics {
             model: model.to_string(),
             version: String::new(),
         };
+        self.refused(&key, reason, Duration::ZERO);
+    }
+
+    /// A request for `key` failed before it ran (it could not be decoded):
+    /// a failure that was never pending.
+    pub fn refused(&self, key: &ModelKey, reason: &'static str, total: Duration) {
         self.with(|s| {
-            let c = s.models.entry(key).or_default();
+            let c = s.models.entry(key.clone()).or_default();
             *c.failures.entry(reason).or_default() += 1;
+            c.failure_ns += ns(total);
+            if !key.version.is_empty() {
+                c.last_inference_ms = now_ms();
+            }
         });
     }
 
@@ -220,7 +240,7 @@ impl Metrics {
         family(
             "conduit_inference_exec_count",
             "counter",
-            "Inference executions (requests run).",
+            "Inference executions (for a model, batches run; a component or pipeline request counts one).",
             &|c| c.exec_count,
         );
         family(
@@ -341,6 +361,7 @@ mod tests {
         m.success(
             &key,
             2,
+            1,
             Duration::from_micros(900),
             RequestTiming {
                 infer: Duration::from_micros(700),

@@ -7,6 +7,7 @@
 //! ([`http`]) front ends only translate; errors become statuses in one
 //! place ([`ServeError`]).
 
+mod encoding;
 mod engine;
 mod error;
 pub mod grpc;
@@ -304,6 +305,50 @@ impl Serving {
         name: &str,
         version: &str,
     ) -> Result<Manifest, ServeError> {
+        if let Some(prefix) = triton_version(version) {
+            // Triton numbers versions 1, 2, 3…; Conduit's are semver. `N`
+            // (or `N.M`) names the highest release `N.x.y` (`N.M.y`).
+            let releases = self.versions(tenant, name)?;
+            let best = releases.iter().rev().find(|m| {
+                semver::Version::parse(&m.version).is_ok_and(|v| {
+                    v.pre.is_empty()
+                        && v.major == prefix.0
+                        && prefix.1.is_none_or(|minor| v.minor == minor)
+                })
+            });
+            if let Some(m) = best {
+                return Ok(m.clone());
+            }
+            // A tag may be spelled like a number.
+            return self
+                .resolve_reference(tenant, name, version)
+                .map_err(|e| match e {
+                    ServeError::NotFound(_) => ServeError::NotFound(format!(
+                        "model `{name}` version `{version}` not found: Conduit versions are semver \
+                     or tags, and a Triton-style number `{version}` names the highest release \
+                     {version}.x; `{name}` has {}",
+                        if releases.is_empty() {
+                            "no versions".to_string()
+                        } else {
+                            releases
+                                .iter()
+                                .map(|m| m.version.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    )),
+                    other => other,
+                });
+        }
+        self.resolve_reference(tenant, name, version)
+    }
+
+    fn resolve_reference(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        version: &str,
+    ) -> Result<Manifest, ServeError> {
         let manifest = self
             .inner
             .registry
@@ -380,6 +425,7 @@ impl Serving {
                     _ => request.model.as_str(),
                 };
                 self.inner.metrics.rejected(&tenant.name, model, e.reason());
+                log_failure(&tenant.name, &request.model, "infer", &e);
                 return Err(e);
             }
         };
@@ -387,15 +433,39 @@ impl Serving {
         metrics.begin(&target.key);
         let result = self.infer_target(tenant, &target, request).await;
         match result {
-            Ok((response, timing, rows)) => {
-                metrics.success(&target.key, rows, started.elapsed(), timing);
+            Ok((response, timing, rows, executions)) => {
+                metrics.success(&target.key, rows, executions, started.elapsed(), timing);
                 Ok(response)
             }
             Err(e) => {
                 metrics.failure(&target.key, e.reason(), started.elapsed());
+                log_failure(&tenant.name, &target.key.model, "infer", &e);
                 Err(e)
             }
         }
+    }
+
+    /// Counts (and logs, once) a request that failed before it could run:
+    /// it could not be decoded, or its body was too large. Counted as a
+    /// failure of the model it names when that exists for `tenant`, with
+    /// reason `decode` for a malformed request.
+    pub fn decode_failed(&self, tenant: &Tenant, model: &str, version: &str, error: &ServeError) {
+        let reason = match error {
+            ServeError::InvalidInput(_) => "decode",
+            e => e.reason(),
+        };
+        match self.resolve(tenant, model, version) {
+            Ok(m) => {
+                let key = ModelKey {
+                    tenant: tenant.name.clone(),
+                    model: m.name,
+                    version: m.version,
+                };
+                self.inner.metrics.refused(&key, reason, Duration::ZERO);
+            }
+            Err(_) => self.inner.metrics.rejected(&tenant.name, "", reason),
+        }
+        log_failure(&tenant.name, model, "decode", error);
     }
 
     async fn infer_target(
@@ -403,7 +473,7 @@ impl Serving {
         tenant: &Tenant,
         target: &Target,
         request: InferRequest,
-    ) -> Result<(InferResponse, RequestTiming, u64), ServeError> {
+    ) -> Result<(InferResponse, RequestTiming, u64, u64), ServeError> {
         let limits = self.inner.config.limits.of(&tenant.name);
         let waited = Instant::now();
         let guard = RequestGuard(Arc::new(
@@ -426,12 +496,7 @@ impl Serving {
                 )));
             }
         }
-        let rows = request
-            .inputs
-            .first()
-            .and_then(|(_, t)| t.shape().first().copied())
-            .unwrap_or(1)
-            .max(0) as u64;
+        let rows = rows_of(&request.inputs);
         let mut timing = RequestTiming {
             queue: waited.elapsed(),
             input: request.decode,
@@ -472,6 +537,12 @@ impl Serving {
             })??;
         timing.queue += step_timing.queue;
         timing.infer = step_timing.compute;
+        // A model counts its executor's batches; a component or pipeline
+        // request is one execution (its steps are counted as themselves).
+        let executions = match manifest.kind {
+            Kind::Model => step_timing.executions,
+            Kind::Component | Kind::Pipeline => 1,
+        };
         let assembling = Instant::now();
         params.extend(provenance);
         let outputs = select_outputs(&manifest.name, &signature, outputs, &request.outputs)?;
@@ -493,6 +564,7 @@ impl Serving {
             },
             timing,
             rows,
+            executions,
         ))
     }
 
@@ -576,6 +648,14 @@ impl Serving {
         if let Some(e) = self.inner.models.get(&key) {
             return Ok(e);
         }
+        let budget = self.inner.config.model_memory_budget;
+        if manifest.size > budget {
+            return Err(ServeError::TooLarge(format!(
+                "{context} is {} bytes, more than this runner's whole model memory budget of \
+                 {budget} bytes: it can never load here",
+                manifest.size
+            )));
+        }
         let backend = self
             .inner
             .backends
@@ -625,7 +705,12 @@ impl Serving {
             })
     }
 
-    /// Counters of `tenant`'s models (`name` empty: all; `version` empty: all).
+    /// Counters of `tenant`'s models (`name` empty: all; `version` empty: all),
+    /// as Triton reports them: an entry for every servable version (zeroed
+    /// when unused), not only for those that ran.
+    ///
+    /// # Errors
+    /// [`ServeError::NotFound`] for an unknown name or version.
     pub fn statistics(
         &self,
         tenant: &Tenant,
@@ -638,13 +723,69 @@ impl Serving {
         } else if !name.is_empty() {
             self.resolve(tenant, name, "")?;
         }
-        Ok(self
+        let mut counters: HashMap<ModelKey, ModelCounters> = self
             .inner
             .metrics
             .models(&tenant.name, name)
             .into_iter()
-            .filter(|(k, _)| version.is_empty() || k.version == version)
-            .collect())
+            .collect();
+        let listed = if name.is_empty() {
+            self.index(tenant, true)?
+                .into_iter()
+                .map(|e| (e.name, e.version))
+                .collect::<Vec<_>>()
+        } else {
+            self.versions(tenant, name)?
+                .into_iter()
+                .map(|m| (m.name, m.version))
+                .collect()
+        };
+        let mut out: Vec<(ModelKey, ModelCounters)> = listed
+            .into_iter()
+            .filter(|(_, v)| version.is_empty() || *v == version)
+            .map(|(model, version)| {
+                let key = ModelKey {
+                    tenant: tenant.name.clone(),
+                    model,
+                    version,
+                };
+                let c = counters.remove(&key).unwrap_or_default();
+                (key, c)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Every version of `name` that `tenant` holds, lowest first.
+    ///
+    /// # Errors
+    /// [`ServeError::Internal`] when the registry cannot be read.
+    pub fn versions(&self, tenant: &Tenant, name: &str) -> Result<Vec<Manifest>, ServeError> {
+        let mut out = Vec::new();
+        let mut query = ListQuery {
+            name_prefix: name.to_string(),
+            page_size: 1000,
+            ..ListQuery::default()
+        };
+        loop {
+            let (page, next) = self.inner.registry.list(tenant, &query)?;
+            out.extend(page.into_iter().filter(|m| m.name == name));
+            if next.is_empty() {
+                break;
+            }
+            query.page_token = next;
+        }
+        out.sort_by(|a, b| {
+            match (
+                semver::Version::parse(&a.version),
+                semver::Version::parse(&b.version),
+            ) {
+                (Ok(x), Ok(y)) => x.cmp(&y),
+                _ => a.version.cmp(&b.version),
+            }
+        });
+        Ok(out)
     }
 
     /// Every model version of `tenant` (`ready_only`: skip unloaded ones).
@@ -683,11 +824,33 @@ impl Serving {
     }
 
     /// Makes `name` servable again and loads its latest version (models
-    /// into executors, components into the runtime, a pipeline's steps).
+    /// into executors, components into the runtime, a pipeline's steps —
+    /// which makes unloaded steps servable again too, as Triton loads an
+    /// ensemble's composing models).
+    ///
+    /// `parameters` are the names of the request's load parameters:
+    /// Triton's `config` and `file:…` overrides are refused (a model is
+    /// served as registered), others are ignored.
     ///
     /// # Errors
+    /// [`ServeError::InvalidInput`] for an override;
     /// [`ServeError::NotFound`] for an unknown model; load failures.
-    pub async fn load(&self, tenant: &Tenant, name: &str) -> Result<(), ServeError> {
+    pub async fn load<'a>(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        parameters: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), ServeError> {
+        if let Some(k) = parameters
+            .into_iter()
+            .find(|k| *k == "config" || k.starts_with("file:"))
+        {
+            return Err(ServeError::InvalidInput(format!(
+                "load parameter `{k}`: config overrides are not supported; Conduit serves \
+                 `{name}` as registered (its executor settings are part of its manifest): push \
+                 a new version with the settings you want"
+            )));
+        }
         let manifest = self.resolve(tenant, name, "")?;
         self.inner
             .unloaded
@@ -708,6 +871,11 @@ impl Serving {
                         .inner
                         .registry
                         .resolve(tenant, &step.digest.to_string())?;
+                    self.inner
+                        .unloaded
+                        .write()
+                        .expect("unloaded lock")
+                        .remove(&(tenant.name.clone(), m.name.clone()));
                     Box::pin(self.warm(tenant, &m)).await?;
                 }
                 Ok(())
@@ -825,6 +993,91 @@ pub fn executor_key(model: &Digest, config: &crate::executor::ModelConfig) -> Di
         config.queue_capacity
     );
     Digest::of(settings.as_bytes())
+}
+
+/// Input `name` of a request as a tensor; when its bytes do not add up to
+/// its datatype and shape but do to another element size, the message says
+/// that the datatype and the data disagree (not only the byte counts).
+///
+/// # Errors
+/// [`ServeError::InvalidInput`] naming the input.
+fn request_tensor(
+    name: &str,
+    dtype: DataType,
+    shape: Vec<i64>,
+    data: bytes::Bytes,
+) -> Result<crate::Tensor, ServeError> {
+    let (got, count) = (data.len(), crate::element_count(&shape).ok());
+    crate::Tensor::new(dtype, shape.clone(), data).map_err(|e| {
+        let mismatch = match (dtype.element_size(), count) {
+            (Some(size), Some(n)) if n > 0 && got % n == 0 && got / n != size => {
+                let others = match got / n {
+                    1 => "BOOL, INT8 or UINT8",
+                    2 => "INT16, UINT16, FP16 or BF16",
+                    4 => "INT32, UINT32 or FP32",
+                    8 => "INT64, UINT64 or FP64",
+                    _ => "",
+                };
+                (!others.is_empty()).then(|| {
+                    format!(
+                        "input `{name}` is declared {dtype} ({size} bytes an element), but its \
+                         {got} bytes for shape {shape:?} are {} bytes an element, as {others} \
+                         data: the declared datatype does not match the data sent",
+                        got / n
+                    )
+                })
+            }
+            _ => None,
+        };
+        ServeError::InvalidInput(mismatch.unwrap_or_else(|| format!("input `{name}`: {e}")))
+    })
+}
+
+/// A Triton-style version, `N` or `N.M` (digits only): its major and minor.
+fn triton_version(version: &str) -> Option<(u64, Option<u64>)> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (major, minor) = match version.split_once('.') {
+        Some((a, b)) => (a, Some(b)),
+        None => (version, None),
+    };
+    if !digits(major) || minor.is_some_and(|m| !digits(m)) {
+        return None;
+    }
+    Some((major.parse().ok()?, minor.map(str::parse).transpose().ok()?))
+}
+
+/// The inferences a request asks for: its first input's first dimension
+/// (1 without inputs or dimensions).
+fn rows_of(inputs: &NamedTensors) -> u64 {
+    inputs
+        .first()
+        .and_then(|(_, t)| t.shape().first().copied())
+        .unwrap_or(1)
+        .max(0) as u64
+}
+
+/// The one log line of a failed request: `warn` for what is the server's
+/// fault (internal errors, a model or backend failing, unavailable), `debug`
+/// for the client's (bad input, unknown model, limits, deadlines), `info`
+/// for unavailable (an unloaded model, a backend down).
+fn log_failure(tenant: &str, model: &str, phase: &'static str, e: &ServeError) {
+    let class = e.class();
+    // One line: a message never spans several.
+    let message = e.to_string().replace('\n', " ");
+    match class {
+        StatusClass::Internal => tracing::warn!(
+            tenant, model, phase, reason = e.reason(), code = ?class.grpc(),
+            "request failed: {message}"
+        ),
+        StatusClass::Unavailable => tracing::info!(
+            tenant, model, phase, reason = e.reason(), code = ?class.grpc(),
+            "request failed: {message}"
+        ),
+        _ => tracing::debug!(
+            tenant, model, phase, reason = e.reason(), code = ?class.grpc(),
+            "request failed: {message}"
+        ),
+    }
 }
 
 /// The host form of a stored signature.
@@ -952,5 +1205,19 @@ pub fn param(name: impl Into<String>, value: ParamValue) -> Param {
     Param {
         name: name.into(),
         value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triton_versions_are_numbers() {
+        assert_eq!(triton_version("1"), Some((1, None)));
+        assert_eq!(triton_version("12.3"), Some((12, Some(3))));
+        for v in ["", "1.0.0", "latest", "v1", "1.", ".1", "blake3:00", "-1"] {
+            assert_eq!(triton_version(v), None, "{v}");
+        }
     }
 }

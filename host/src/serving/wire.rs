@@ -1,7 +1,7 @@
 //! KServe v2 protobuf messages to and from the data plane's types.
 
 use super::{InferRequest, InferResponse, ModelCounters, ModelKey, ServeError, param};
-use crate::{DataType, Param, ParamValue, Tensor};
+use crate::{DataType, Param, ParamValue};
 use bytes::{BufMut, Bytes, BytesMut};
 use conduit_proto::inference::{
     self as pb, InferParameter, InferStatistics, InferTensorContents, ModelInferRequest,
@@ -30,13 +30,57 @@ fn string_param(s: String) -> InferParameter {
     }
 }
 
+/// The typed-contents fields a request filled, with their element counts.
+fn filled(c: &InferTensorContents) -> Vec<(&'static str, usize)> {
+    [
+        ("bool_contents", c.bool_contents.len()),
+        ("int_contents", c.int_contents.len()),
+        ("int64_contents", c.int64_contents.len()),
+        ("uint_contents", c.uint_contents.len()),
+        ("uint64_contents", c.uint64_contents.len()),
+        ("fp32_contents", c.fp32_contents.len()),
+        ("fp64_contents", c.fp64_contents.len()),
+        ("bytes_contents", c.bytes_contents.len()),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .collect()
+}
+
+/// The typed-contents field that carries `dtype`.
+fn contents_field(dtype: DataType) -> &'static str {
+    use DataType as D;
+    match dtype {
+        D::Bool => "bool_contents",
+        D::Int8 | D::Int16 | D::Int32 => "int_contents",
+        D::Int64 => "int64_contents",
+        D::Uint8 | D::Uint16 | D::Uint32 => "uint_contents",
+        D::Uint64 => "uint64_contents",
+        D::Fp32 => "fp32_contents",
+        D::Fp64 => "fp64_contents",
+        D::Bytes => "bytes_contents",
+        D::Fp16 | D::Bf16 => "raw_input_contents",
+    }
+}
+
 /// Typed `contents` as raw KServe v2 bytes of `dtype`.
 ///
 /// # Errors
 /// A message when the contents field does not match the datatype.
 pub fn contents_to_raw(dtype: DataType, c: &InferTensorContents) -> Result<Bytes, String> {
+    let field = contents_field(dtype);
+    let filled = filled(c);
+    if let Some((other, n)) = filled.iter().find(|(f, _)| *f != field) {
+        return Err(format!(
+            "{dtype} data goes in `{field}`, but the request has {n} elements in `{other}`{}",
+            if matches!(dtype, DataType::Fp16 | DataType::Bf16) {
+                " (typed contents have no 16-bit floats)"
+            } else {
+                ""
+            }
+        ));
+    }
     let mut out = BytesMut::new();
-    let wrong = |field: &str| Err(format!("{dtype} data must be in `{field}`"));
     match dtype {
         DataType::Bool => c
             .bool_contents
@@ -65,11 +109,32 @@ pub fn contents_to_raw(dtype: DataType, c: &InferTensorContents) -> Result<Bytes
                 out.put_slice(b);
             }
         }
-        DataType::Fp16 | DataType::Bf16 => {
-            return wrong("raw_input_contents (typed contents have no 16-bit floats)");
-        }
+        DataType::Fp16 | DataType::Bf16 => {}
     }
     Ok(out.freeze())
+}
+
+/// Refuses Triton extensions this server does not offer, named in a
+/// tensor's `parameters`: shared memory, and classification (`class_count`)
+/// on an output. The same refusal as over HTTP.
+fn unsupported_parameters(
+    parameters: &HashMap<String, InferParameter>,
+    what: &str,
+    name: &str,
+) -> Result<(), ServeError> {
+    if parameters.keys().any(|k| k.starts_with("shared_memory")) {
+        return Err(ServeError::Unsupported(format!(
+            "{what} `{name}` uses shared memory, an extension this server does not offer; \
+             send the data in the request"
+        )));
+    }
+    if parameters.contains_key("classification") {
+        return Err(ServeError::Unsupported(format!(
+            "output `{name}` asks for classification (class_count), an extension this server \
+             does not offer; request the output itself and take the top classes client-side"
+        )));
+    }
+    Ok(())
 }
 
 /// Decodes a `ModelInferRequest`.
@@ -95,11 +160,12 @@ pub fn decode_request(mut req: ModelInferRequest) -> Result<InferRequest, ServeE
             datatype,
             shape,
             contents,
-            ..
+            parameters,
         } = input;
         let dtype: DataType = datatype
             .parse()
             .map_err(|_| bad(format!("input `{name}` has unknown datatype `{datatype}`")))?;
+        unsupported_parameters(&parameters, "input", &name)?;
         let data = match (raw.get(i), contents) {
             (Some(r), None) => r.clone(),
             (Some(_), Some(_)) => {
@@ -112,8 +178,7 @@ pub fn decode_request(mut req: ModelInferRequest) -> Result<InferRequest, ServeE
             }
             (None, None) => Bytes::new(),
         };
-        let tensor =
-            Tensor::new(dtype, shape, data).map_err(|e| bad(format!("input `{name}`: {e}")))?;
+        let tensor = super::request_tensor(&name, dtype, shape, data)?;
         inputs.push((name, tensor));
     }
     let mut params: Vec<Param> = req
@@ -135,7 +200,11 @@ pub fn decode_request(mut req: ModelInferRequest) -> Result<InferRequest, ServeE
         id: req.id,
         inputs,
         params,
-        outputs: req.outputs.into_iter().map(|o| o.name).collect(),
+        outputs: req
+            .outputs
+            .into_iter()
+            .map(|o| unsupported_parameters(&o.parameters, "output", &o.name).map(|()| o.name))
+            .collect::<Result<_, _>>()?,
         timeout,
         decode: started.elapsed(),
         received: None,
@@ -353,5 +422,93 @@ mod tests {
             err.to_string().contains("unknown datatype `FLOAT`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn misplaced_data_names_the_actual_problem() {
+        // BYTES sent as int_contents: where BYTES data goes, not a count.
+        let err = decode_request(ModelInferRequest {
+            inputs: vec![InferInputTensor {
+                name: "text".into(),
+                datatype: "BYTES".into(),
+                shape: vec![2],
+                contents: Some(InferTensorContents {
+                    int_contents: vec![1, 2],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "input `text`: BYTES data goes in `bytes_contents`, but the request has 2 elements \
+             in `int_contents`"
+        );
+        // INT64 data declared INT32: the datatype, not the byte count.
+        let err = decode_request(ModelInferRequest {
+            inputs: vec![InferInputTensor {
+                name: "ids".into(),
+                datatype: "INT32".into(),
+                shape: vec![3],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![Bytes::from(vec![0u8; 24])],
+            ..Default::default()
+        })
+        .unwrap_err();
+        let m = err.to_string();
+        assert!(
+            m.contains("declared INT32 (4 bytes an element)")
+                && m.contains("8 bytes an element, as INT64, UINT64 or FP64 data")
+                && m.contains("does not match the data"),
+            "{m}"
+        );
+        // A size that fits no element width keeps the plain count.
+        let err = decode_request(ModelInferRequest {
+            inputs: vec![InferInputTensor {
+                name: "ids".into(),
+                datatype: "INT32".into(),
+                shape: vec![3],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![Bytes::from(vec![0u8; 13])],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("needs 12 bytes, got 13"), "{err}");
+    }
+
+    #[test]
+    fn extensions_not_offered_are_refused_as_over_http() {
+        use conduit_proto::inference::model_infer_request::InferRequestedOutputTensor;
+        let class_count = InferParameter {
+            parameter_choice: Some(ParameterChoice::Int64Param(3)),
+        };
+        let err = decode_request(ModelInferRequest {
+            outputs: vec![InferRequestedOutputTensor {
+                name: "y".into(),
+                parameters: HashMap::from([("classification".to_string(), class_count)]),
+            }],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(matches!(err, ServeError::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("class_count"), "{err}");
+        let region = InferParameter {
+            parameter_choice: Some(ParameterChoice::StringParam("r".into())),
+        };
+        let err = decode_request(ModelInferRequest {
+            inputs: vec![InferInputTensor {
+                name: "x".into(),
+                datatype: "FP32".into(),
+                parameters: HashMap::from([("shared_memory_region".to_string(), region)]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("shared memory"), "{err}");
     }
 }
