@@ -10,6 +10,7 @@ mod crash;
 mod examples;
 mod executor;
 mod isolation;
+mod logs;
 mod registry;
 mod registry_bad_input;
 mod remote_executor;
