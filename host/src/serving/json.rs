@@ -141,7 +141,7 @@ pub fn decode_request(
         let dtype: DataType = datatype
             .parse()
             .map_err(|_| bad(format!("input `{name}` has unknown datatype `{datatype}`")))?;
-        no_shared_memory(&parameters, "input", &name)?;
+        super::unsupported_extensions(parameters.keys(), "input", &name)?;
         let size = parameters
             .get("binary_data_size")
             .map(|v| {
@@ -225,14 +225,7 @@ pub fn decode_request(
     });
     let mut outputs = Vec::with_capacity(req.outputs.len());
     for o in req.outputs {
-        no_shared_memory(&o.parameters, "output", &o.name)?;
-        if o.parameters.contains_key("classification") {
-            return Err(ServeError::Unsupported(format!(
-                "output `{}` asks for classification (class_count), an extension this server \
-                 does not offer; request the output itself and take the top classes client-side",
-                o.name
-            )));
-        }
+        super::unsupported_extensions(o.parameters.keys(), "output", &o.name)?;
         let binary = match o.parameters.get("binary_data") {
             None => None,
             Some(v) => Some(v.as_bool().ok_or_else(|| {
@@ -257,20 +250,6 @@ pub fn decode_request(
         },
         modes,
     ))
-}
-
-fn no_shared_memory(
-    parameters: &Map<String, Value>,
-    what: &str,
-    name: &str,
-) -> Result<(), ServeError> {
-    if parameters.keys().any(|k| k.starts_with("shared_memory")) {
-        return Err(ServeError::Unsupported(format!(
-            "{what} `{name}` uses shared memory, an extension this server does not offer; \
-             send the data in the body"
-        )));
-    }
-    Ok(())
 }
 
 /// A JSON parameter value as a WIT one (`None` for null, arrays, objects).

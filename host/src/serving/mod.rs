@@ -1033,6 +1033,35 @@ fn request_tensor(
     })
 }
 
+/// Refuses the Triton extensions this server does not offer, named by a
+/// request tensor's parameter keys: shared memory, and on an output
+/// classification (`class_count`). The same refusal over gRPC and HTTP.
+///
+/// # Errors
+/// [`ServeError::Unsupported`] naming the tensor and the extension.
+fn unsupported_extensions<'a>(
+    mut keys: impl Iterator<Item = &'a String>,
+    what: &str,
+    name: &str,
+) -> Result<(), ServeError> {
+    let Some(key) = keys
+        .find(|k| k.starts_with("shared_memory") || (what == "output" && *k == "classification"))
+    else {
+        return Ok(());
+    };
+    Err(ServeError::Unsupported(if key == "classification" {
+        format!(
+            "output `{name}` asks for classification (class_count), an extension this server \
+             does not offer; request the output itself and take the top classes client-side"
+        )
+    } else {
+        format!(
+            "{what} `{name}` uses shared memory, an extension this server does not offer; send \
+             the data in the request"
+        )
+    }))
+}
+
 /// A Triton-style version, `N` or `N.M` (digits only): its major and minor.
 fn triton_version(version: &str) -> Option<(u64, Option<u64>)> {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());

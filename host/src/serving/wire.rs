@@ -114,29 +114,6 @@ pub fn contents_to_raw(dtype: DataType, c: &InferTensorContents) -> Result<Bytes
     Ok(out.freeze())
 }
 
-/// Refuses Triton extensions this server does not offer, named in a
-/// tensor's `parameters`: shared memory, and classification (`class_count`)
-/// on an output. The same refusal as over HTTP.
-fn unsupported_parameters(
-    parameters: &HashMap<String, InferParameter>,
-    what: &str,
-    name: &str,
-) -> Result<(), ServeError> {
-    if parameters.keys().any(|k| k.starts_with("shared_memory")) {
-        return Err(ServeError::Unsupported(format!(
-            "{what} `{name}` uses shared memory, an extension this server does not offer; \
-             send the data in the request"
-        )));
-    }
-    if parameters.contains_key("classification") {
-        return Err(ServeError::Unsupported(format!(
-            "output `{name}` asks for classification (class_count), an extension this server \
-             does not offer; request the output itself and take the top classes client-side"
-        )));
-    }
-    Ok(())
-}
-
 /// Decodes a `ModelInferRequest`.
 ///
 /// # Errors
@@ -165,7 +142,7 @@ pub fn decode_request(mut req: ModelInferRequest) -> Result<InferRequest, ServeE
         let dtype: DataType = datatype
             .parse()
             .map_err(|_| bad(format!("input `{name}` has unknown datatype `{datatype}`")))?;
-        unsupported_parameters(&parameters, "input", &name)?;
+        super::unsupported_extensions(parameters.keys(), "input", &name)?;
         let data = match (raw.get(i), contents) {
             (Some(r), None) => r.clone(),
             (Some(_), Some(_)) => {
@@ -203,7 +180,10 @@ pub fn decode_request(mut req: ModelInferRequest) -> Result<InferRequest, ServeE
         outputs: req
             .outputs
             .into_iter()
-            .map(|o| unsupported_parameters(&o.parameters, "output", &o.name).map(|()| o.name))
+            .map(|o| {
+                super::unsupported_extensions(o.parameters.keys(), "output", &o.name)
+                    .map(|()| o.name)
+            })
             .collect::<Result<_, _>>()?,
         timeout,
         decode: started.elapsed(),
@@ -447,17 +427,20 @@ mod tests {
              in `int_contents`"
         );
         // INT64 data declared INT32: the datatype, not the byte count.
-        let err = decode_request(ModelInferRequest {
-            inputs: vec![InferInputTensor {
-                name: "ids".into(),
-                datatype: "INT32".into(),
-                shape: vec![3],
+        let int32_ids = |bytes: usize| {
+            decode_request(ModelInferRequest {
+                inputs: vec![InferInputTensor {
+                    name: "ids".into(),
+                    datatype: "INT32".into(),
+                    shape: vec![3],
+                    ..Default::default()
+                }],
+                raw_input_contents: vec![Bytes::from(vec![0u8; bytes])],
                 ..Default::default()
-            }],
-            raw_input_contents: vec![Bytes::from(vec![0u8; 24])],
-            ..Default::default()
-        })
-        .unwrap_err();
+            })
+            .unwrap_err()
+        };
+        let err = int32_ids(24);
         let m = err.to_string();
         assert!(
             m.contains("declared INT32 (4 bytes an element)")
@@ -466,17 +449,7 @@ mod tests {
             "{m}"
         );
         // A size that fits no element width keeps the plain count.
-        let err = decode_request(ModelInferRequest {
-            inputs: vec![InferInputTensor {
-                name: "ids".into(),
-                datatype: "INT32".into(),
-                shape: vec![3],
-                ..Default::default()
-            }],
-            raw_input_contents: vec![Bytes::from(vec![0u8; 13])],
-            ..Default::default()
-        })
-        .unwrap_err();
+        let err = int32_ids(13);
         assert!(err.to_string().contains("needs 12 bytes, got 13"), "{err}");
     }
 
