@@ -59,8 +59,9 @@ pub struct EngineConfig {
     pub idle_instance_ttl: Duration,
     /// Threads of the compute pool that runs guest code (off the request threads).
     pub compute_threads: usize,
-    /// Component calls one tenant may run on the compute pool at once; more wait
-    /// (within their deadline) so that one tenant cannot fill the pool's run queue.
+    /// Component calls one tenant may run on the compute pool at once (default:
+    /// half of `compute_threads`, at least 1); more wait (within their
+    /// deadline), so one tenant can never hold every thread of the pool.
     pub max_running_per_tenant: usize,
     /// Linear memory all instances together may hold, in bytes.
     pub instance_memory_budget: usize,
@@ -70,6 +71,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             max_instances: 256,
             max_waiting_calls: 1024,
@@ -80,8 +82,10 @@ impl Default for EngineConfig {
             max_wasm_stack: 512 << 10,
             epoch_tick: Duration::from_millis(2),
             idle_instance_ttl: Duration::from_secs(10),
-            compute_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            max_running_per_tenant: 4,
+            compute_threads: threads,
+            // Half the pool: however many calls one tenant sends, the other
+            // half of the threads stays free for everyone else's.
+            max_running_per_tenant: (threads / 2).max(1),
             instance_memory_budget: 6 << 30,
             tenant_instance_memory_budget: 2 << 30,
         }

@@ -143,6 +143,9 @@ async fn instance_memory_is_budgeted_per_tenant_and_returned_when_idle() {
         max_instances: 16,
         tenant_instance_memory_budget: 80 << 20,
         idle_instance_ttl: Duration::from_millis(300),
+        // Two calls of one tenant at once, whatever this machine's cores.
+        compute_threads: 4,
+        max_running_per_tenant: 2,
         ..EngineConfig::default()
     });
     let c = rt.load(&component_bytes("adversary")).await.unwrap();

@@ -235,6 +235,9 @@ async fn a_full_pool_fails_fast_with_overloaded() {
     let rt = runtime_with(conduit_host::EngineConfig {
         max_instances: 2,
         max_waiting_calls: 0,
+        // The slots, not the tenant's share of the compute pool, must be what fills.
+        compute_threads: 4,
+        max_running_per_tenant: 4,
         ..Default::default()
     });
     let c = rt.load(&component_bytes("adversary")).await.unwrap();
@@ -359,6 +362,9 @@ async fn idle_instances_are_evicted_when_the_pool_is_full() {
     let rt = runtime_with(conduit_host::EngineConfig {
         max_instances: 2,
         max_waiting_calls: 0,
+        // The slots, not the tenant's share of the compute pool, must be what fills.
+        compute_threads: 4,
+        max_running_per_tenant: 4,
         ..Default::default()
     });
     let c = rt.load(&component_bytes("adversary")).await.unwrap();
