@@ -42,17 +42,19 @@ impl ComputePool {
         })
     }
 
-    /// Runs `work` on the pool for `tenant`, once one of the tenant's running
-    /// slots is free. Dropping the returned future cancels the work.
+    /// Runs the future `work(share)` makes on the pool for `tenant`, once one
+    /// of the tenant's running slots is free; `share` holds that slot and can
+    /// give it up while the call waits on something other than guest code.
+    /// Dropping the returned future cancels the work.
     ///
     /// # Errors
     /// [`RuntimeError::Overloaded`] when no slot of the tenant frees up before
     /// `deadline`; [`RuntimeError::Internal`] if the task panicked.
-    pub(crate) async fn run<T: Send + 'static>(
+    pub(crate) async fn run<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
         &self,
         tenant: &Arc<str>,
         deadline: Instant,
-        work: impl Future<Output = T> + Send + 'static,
+        work: impl FnOnce(Share) -> F,
     ) -> Result<T, RuntimeError> {
         let slots = self
             .tenants
@@ -61,23 +63,64 @@ impl ComputePool {
             .entry(tenant.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant)))
             .clone();
-        let permit = match tokio::time::timeout_at(deadline.into(), slots.acquire_owned()).await {
+        let permit = match tokio::time::timeout_at(deadline.into(), slots.clone().acquire_owned())
+            .await
+        {
             Ok(Ok(permit)) => permit,
             _ => {
                 return Err(RuntimeError::Overloaded(format!(
                     "tenant `{tenant}` has {} component calls running, its share of the compute \
-                     pool, and none finished within the deadline",
+                     pool, and none finished in time",
                     self.per_tenant
                 )));
             }
         };
         let runtime = self.runtime.as_ref().expect("compute pool is running");
+        let share = Share {
+            slots,
+            permit: Arc::new(std::sync::Mutex::new(Some(permit))),
+        };
+        let work = work(share.clone());
         let task = AbortOnDrop(runtime.spawn(async move {
             let out = work.await;
-            drop(permit);
+            // Explicitly: clones of the share may outlive the call (in a warm
+            // instance's state), the slot must not.
+            share.release();
             out
         }));
         task.join().await
+    }
+}
+
+/// One call's running slot in its tenant's share of the compute pool.
+#[derive(Clone)]
+pub(crate) struct Share {
+    slots: Arc<Semaphore>,
+    permit: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
+}
+
+impl Share {
+    /// Gives the slot back for good (the call is over).
+    fn release(&self) {
+        self.permit.lock().expect("share lock").take();
+    }
+
+    /// Awaits `wait` with the slot given back, and takes a slot again after:
+    /// a call waiting on a model (`model.infer`) runs no guest code, and
+    /// holding its slot would keep the tenant's other calls — the rest of the
+    /// model's batch — from running.
+    pub(crate) async fn stepping_aside<T>(&self, wait: impl Future<Output = T>) -> T {
+        let held = self.permit.lock().expect("share lock").take();
+        let stepped_aside = held.is_some();
+        drop(held);
+        let out = wait.await;
+        if stepped_aside {
+            // The call's own deadline (around the whole call) bounds this wait.
+            if let Ok(permit) = self.slots.clone().acquire_owned().await {
+                *self.permit.lock().expect("share lock") = Some(permit);
+            }
+        }
+        out
     }
 }
 

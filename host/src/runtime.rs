@@ -6,11 +6,11 @@ use crate::bindings::{
 use crate::budget::MemoryBudgets;
 use crate::cache::Compiler;
 use crate::component::{Component, classify_world};
-use crate::compute::ComputePool;
+use crate::compute::{ComputePool, Share};
 use crate::convert::from_wit_error;
 use crate::engine::{EpochTicker, build_engine, compatibility_key};
 use crate::linker::{DeniedImport, base_linker, component_linker};
-use crate::model::NamedTensors;
+use crate::model::{ModelBackend, NamedTensors};
 use crate::pool::{PoolKey, Teardown, Warm, WarmPool};
 use crate::state::{CallState, MemoryBudgetExhausted, MemoryLimitExceeded, OutputBudgetExceeded};
 use crate::{CallContext, Digest, EngineConfig, RuntimeError, SandboxLimits, Signature};
@@ -217,9 +217,10 @@ impl Runtime {
     /// Runs `component.process(inputs, params)` for `ctx.tenant` in the sandbox.
     ///
     /// The call runs on the compute pool (never on the caller's threads),
-    /// within the tenant's share of it, and its deadline covers everything:
-    /// waiting for a slot, instantiation, guest code and blocking WASI calls
-    /// (a sleeping guest stops at its deadline like a looping one).
+    /// within the tenant's share of it: it waits (up to 30 s) for a running
+    /// slot of that share, then its deadline covers everything it does:
+    /// waiting for an instance slot, instantiation, guest code and blocking
+    /// WASI calls (a sleeping guest stops at its deadline like a looping one).
     ///
     /// # Errors
     /// [`RuntimeError::Guest`] when the component returns an error (outputs
@@ -228,9 +229,9 @@ impl Runtime {
     /// [`RuntimeError::MemoryBudget`], [`RuntimeError::StackOverflow`],
     /// [`RuntimeError::OutputTooLarge`], [`RuntimeError::Denied`],
     /// [`RuntimeError::Trap`]) when the sandbox stops it;
-    /// [`RuntimeError::Overloaded`] when every instance slot (or the tenant's
-    /// share of the compute pool) is busy and either the wait queue is full
-    /// or nothing frees up before the deadline.
+    /// [`RuntimeError::Overloaded`] when every instance slot is busy and
+    /// either the wait queue is full or nothing frees up before the deadline,
+    /// or the tenant's share of the compute pool stays busy for 30 s.
     pub async fn process(
         &self,
         component: &Arc<Component>,
@@ -253,24 +254,40 @@ impl Runtime {
         let span =
             tracing::debug_span!("component", component = %component.label, tenant = %ctx.tenant);
         let limits = self.clamp(&ctx.limits);
-        let deadline = Instant::now() + limits.deadline;
-        let (this, component, params, ctx2) = (
+        // Waiting for the tenant's share of the compute pool is queueing, not
+        // running: it is bounded on its own, and the sandbox deadline starts
+        // when the call runs.
+        let queued_until = Instant::now() + limits.deadline.max(COMPUTE_QUEUE_WAIT);
+        let (this, component, params, mut ctx2) = (
             self.clone(),
             component.clone(),
             params.to_vec(),
             ctx.clone(),
         );
-        let work = async move {
-            let mut fresh = false;
-            let result = this
-                .process_inner(
-                    &component, inputs, &params, &ctx2, &limits, deadline, &mut fresh,
-                )
-                .await;
-            (result, fresh)
-        }
-        .instrument(span);
-        match self.inner.compute.run(&ctx.tenant, deadline, work).await {
+        let work = move |share: Share| {
+            // The call gives its compute slot back while it waits on a model.
+            ctx2.models = ctx2
+                .models
+                .take()
+                .map(|inner| Arc::new(SteppingAside { inner, share }) as Arc<dyn ModelBackend>);
+            async move {
+                let deadline = Instant::now() + limits.deadline;
+                let mut fresh = false;
+                let result = this
+                    .process_inner(
+                        &component, inputs, &params, &ctx2, &limits, deadline, &mut fresh,
+                    )
+                    .await;
+                (result, fresh)
+            }
+            .instrument(span)
+        };
+        match self
+            .inner
+            .compute
+            .run(&ctx.tenant, queued_until, work)
+            .await
+        {
             Ok(done) => done,
             Err(e) => (Err(e), false),
         }
@@ -403,7 +420,7 @@ impl Runtime {
             outcome
         };
         let tenant: Arc<str> = DESCRIBE_TENANT.into();
-        self.inner.compute.run(&tenant, deadline, work).await?
+        self.inner.compute.run(&tenant, deadline, |_| work).await?
     }
 
     /// Per-call limits within what the engine was built for.
@@ -598,4 +615,22 @@ fn classify_trap(e: wasmtime::Error, limits: &SandboxLimits) -> RuntimeError {
         return RuntimeError::Overloaded(format!("{e}"));
     }
     RuntimeError::Trap(format!("{e:#}"))
+}
+
+/// How long a component call may wait for a running slot in its tenant's
+/// share of the compute pool (the data plane's default request deadline;
+/// a client that gives up sooner cancels the wait).
+const COMPUTE_QUEUE_WAIT: Duration = Duration::from_secs(30);
+
+/// A call's models, giving the call's compute slot back while a model runs.
+struct SteppingAside {
+    inner: Arc<dyn ModelBackend>,
+    share: Share,
+}
+
+impl ModelBackend for SteppingAside {
+    fn infer(&self, name: &str, inputs: NamedTensors) -> crate::model::InferFuture<'_> {
+        let wait = self.inner.infer(name, inputs);
+        Box::pin(self.share.stepping_aside(wait))
+    }
 }

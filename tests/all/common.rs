@@ -39,7 +39,16 @@ pub fn component_bytes(crate_name: &str) -> Vec<u8> {
 /// One runtime shared by the tests that need no special configuration.
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| small_runtime(64))
+    // Every test module calls it at once as the one tenant `test`: a share
+    // of the compute pool sized for many callers, not for one of many tenants.
+    RUNTIME.get_or_init(|| {
+        runtime_with(EngineConfig {
+            max_instances: 64,
+            compute_threads: 4,
+            max_running_per_tenant: 8,
+            ..EngineConfig::default()
+        })
+    })
 }
 
 /// A runtime with a pool of `instances` slots and no disk cache.

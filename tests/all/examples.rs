@@ -80,6 +80,19 @@ async fn embedding_post_matches_native_pooling() {
 /// executors land: `last_hidden_state[b, s, d] = (id * (d + 1)) mod 7`.
 struct ToyEncoder {
     calls: AtomicUsize,
+    /// When set, each call answers only once this many calls are inside the
+    /// model at the same time (as rows gather into one batch), or fails
+    /// after 30 s.
+    gather: Option<(usize, AtomicUsize)>,
+}
+
+impl ToyEncoder {
+    fn new() -> Self {
+        Self {
+            calls: AtomicUsize::new(0),
+            gather: None,
+        }
+    }
 }
 
 impl ModelBackend for ToyEncoder {
@@ -87,6 +100,19 @@ impl ModelBackend for ToyEncoder {
         let name = name.to_string();
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
+            if let Some((want, inside)) = &self.gather {
+                inside.fetch_add(1, Ordering::SeqCst);
+                let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                while inside.load(Ordering::SeqCst) < *want {
+                    if std::time::Instant::now() > give_up {
+                        return Err(GuestError::Internal(format!(
+                            "only {} of {want} calls reached the model together",
+                            inside.load(Ordering::SeqCst)
+                        )));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
             if name != "toy" {
                 return Err(GuestError::NotFound(format!("no model `{name}`")));
             }
@@ -114,9 +140,7 @@ impl ModelBackend for ToyEncoder {
 async fn pipeline_component_calls_models_through_the_host() {
     let rt = runtime();
     let c = rt.load(&component_bytes("embed-pipeline")).await.unwrap();
-    let backend = Arc::new(ToyEncoder {
-        calls: AtomicUsize::new(0),
-    });
+    let backend = Arc::new(ToyEncoder::new());
     let ids = [101i64, 7, 9, 102, 101, 7, 9, 102];
     let inputs = || {
         vec![
@@ -175,4 +199,70 @@ async fn pipeline_component_calls_models_through_the_host() {
         matches!(&err, RuntimeError::Guest(GuestError::Unsupported(_))),
         "{err:?}"
     );
+}
+
+/// Two rows of `[CLS] [SEP]`, as the encoder takes them.
+fn two_tokens() -> Vec<(String, Tensor)> {
+    let tensor = |v: [i64; 4]| Tensor::from_i64(vec![2, 2], &v).unwrap();
+    vec![
+        ("input_ids".to_string(), tensor([101, 102, 101, 102])),
+        ("attention_mask".to_string(), tensor([1; 4])),
+        ("token_type_ids".to_string(), tensor([0; 4])),
+    ]
+}
+
+/// A call waiting on a model gives its compute slot back: a tenant whose
+/// share of the pool is one running call still gets several calls into the
+/// model at once (one batch), instead of one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_waiting_on_a_model_free_their_compute_slot() {
+    let rt = runtime_with(conduit_host::EngineConfig {
+        compute_threads: 2,
+        max_running_per_tenant: 1,
+        // Warm instances stay: a slot they kept would never come back.
+        idle_instance_ttl: std::time::Duration::from_secs(600),
+        ..Default::default()
+    });
+    let c = rt.load(&component_bytes("embed-pipeline")).await.unwrap();
+    let backend = Arc::new(ToyEncoder {
+        gather: Some((3, AtomicUsize::new(0))),
+        ..ToyEncoder::new()
+    });
+    let limits = SandboxLimits {
+        deadline: std::time::Duration::from_secs(60),
+        ..SandboxLimits::default()
+    };
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let (rt, c, backend, limits) = (rt.clone(), c.clone(), backend.clone(), limits.clone());
+            tokio::spawn(async move {
+                let inputs = two_tokens();
+                rt.process(
+                    &c,
+                    inputs,
+                    &[str_param("model", "toy")],
+                    &ctx(limits, Some(backend)),
+                )
+                .await
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    // The slot goes back when a call ends, even though its warm instance
+    // keeps the call's model handle: the next call runs (a slot kept by a
+    // warm instance would leave it `overloaded`).
+    let backend = Arc::new(ToyEncoder::new());
+    for _ in 0..3 {
+        let inputs = two_tokens();
+        rt.process(
+            &c,
+            inputs,
+            &[str_param("model", "toy")],
+            &ctx(SandboxLimits::default(), Some(backend.clone())),
+        )
+        .await
+        .unwrap();
+    }
 }
