@@ -227,7 +227,50 @@ async fn compiled_components_are_cached_on_disk() {
     std::fs::write(&cached[0], b"garbage").unwrap();
     let third = conduit_host::Runtime::new(config()).unwrap();
     assert!(third.load(&bytes).await.is_ok());
+    // So is a valid artifact of *another* component put in its place (what
+    // anyone who can write the cache directory could do to run their code
+    // as this one): its seal does not verify, so it is recompiled.
+    let other = component_bytes("adversary");
+    third.load(&other).await.unwrap();
+    let artifact = |d: &Digest| {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains(&d.hex()))
+            .unwrap()
+    };
+    std::fs::copy(artifact(&Digest::of(&other)), artifact(&Digest::of(&bytes))).unwrap();
+    let fourth = conduit_host::Runtime::new(config()).unwrap();
+    let c = fourth.load(&bytes).await.unwrap();
+    let outputs: Vec<_> = c
+        .signature()
+        .outputs
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    assert!(
+        outputs.contains(&"indices".to_string()),
+        "the swapped-in artifact ran: outputs {outputs:?}"
+    );
+    // An artifact whose seal was not made with this host's key is never
+    // deserialized: it is discarded and written again, sealed.
+    let path = artifact(&Digest::of(&bytes));
+    let sealed = std::fs::read(&path).unwrap();
+    let mut forged = sealed.clone();
+    forged[0] ^= 0xff;
+    std::fs::write(&path, &forged).unwrap();
+    let fifth = conduit_host::Runtime::new(config()).unwrap();
+    fifth.load(&bytes).await.unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        sealed,
+        "the forged artifact was used, not replaced"
+    );
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_file_name(format!(
+        "{}.key",
+        dir.file_name().unwrap().to_string_lossy()
+    )));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
