@@ -225,6 +225,16 @@ pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The API key (`cdk_…`) a `tenant create` or `rotate-key` printed.
+#[track_caller]
+pub(crate) fn printed_key(out: &str) -> String {
+    out.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("cdk_"))
+        .unwrap_or_else(|| panic!("no key in:\n{out}"))
+        .to_string()
+}
+
 /// Asserts success and returns stdout.
 #[track_caller]
 pub(crate) fn ok(out: Output) -> String {
@@ -410,12 +420,7 @@ fn registry_cli_end_to_end_against_conduit_dev() {
 
     // Tenants: a new one sees nothing of `default`'s.
     let out = ok(conduit(&server, &key, &["tenant", "create", "acme"]));
-    let acme = out
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("cdk_"))
-        .unwrap_or_else(|| panic!("no key in:\n{out}"))
-        .to_string();
+    let acme = printed_key(&out);
     assert_ne!(acme, key);
     let list = ok(conduit(&server, &acme, &["list"]));
     assert_eq!(list.lines().count(), 1, "header only:\n{list}");

@@ -5,7 +5,7 @@
 //! counting, compiled artifacts go with them), tenants and keys, `list
 //! --json` and `pull`.
 
-use crate::cli_registry::{Server, conduit, fails, ok, row};
+use crate::cli_registry::{Server, conduit, fails, ok, printed_key, row};
 use crate::common::*;
 use conduit_registry::Digest;
 use std::path::{Path, PathBuf};
@@ -220,11 +220,7 @@ fn cli_storage_is_checked_before_upload_and_released_at_once() {
     let server = Server::start("dev", &data, true);
     let admin = server.key.clone().unwrap();
     let out = ok(conduit(&server, &admin, &["tenant", "create", "acme"]));
-    let key = out
-        .lines()
-        .find(|l| l.starts_with("cdk_"))
-        .unwrap()
-        .to_string();
+    let key = printed_key(&out);
     let ops_path = component_path("softmax-topk");
     let ops = ops_path.to_str().unwrap();
     let size = std::fs::metadata(&ops_path).unwrap().len();
@@ -334,11 +330,7 @@ fn cli_storage_is_checked_before_upload_and_released_at_once() {
         &admin,
         &["tenant", "create", "tiny", "--max-stored-bytes", "1000"],
     ));
-    let tiny = out
-        .lines()
-        .find(|l| l.starts_with("cdk_"))
-        .unwrap()
-        .to_string();
+    let tiny = printed_key(&out);
     let before = blobs();
     let err = fails(conduit(
         &server,
@@ -383,11 +375,7 @@ fn cli_tenants_keys_list_json_and_pull() {
     let server = Server::start("dev", &dir.path().join(".conduit"), true);
     let admin = server.key.clone().unwrap();
     let out = ok(conduit(&server, &admin, &["tenant", "create", "acme"]));
-    let key = out
-        .lines()
-        .find(|l| l.starts_with("cdk_"))
-        .unwrap()
-        .to_string();
+    let key = printed_key(&out);
     let ops_path = component_path("softmax-topk");
     let ops = ops_path.to_str().unwrap();
     push(&server, &key, ops, "ops", "1.0.0");
@@ -435,11 +423,7 @@ fn cli_tenants_keys_list_json_and_pull() {
 
     // Rotation: the new key is printed once, the old one fails at once.
     let out = ok(conduit(&server, &key, &["tenant", "rotate-key"]));
-    let new = out
-        .lines()
-        .find(|l| l.starts_with("cdk_"))
-        .unwrap()
-        .to_string();
+    let new = printed_key(&out);
     assert_ne!(new, key);
     let err = fails(conduit(&server, &key, &["list"]));
     assert!(err.contains("invalid API key"), "{err}");

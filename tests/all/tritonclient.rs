@@ -2,7 +2,7 @@
 //! pipeline pushed with the real CLI, then `tests/python/test_tritonclient.py`
 //! drives it with `tritonclient` from PyPI (gRPC and HTTP; `make clients`).
 
-use crate::cli_registry::Server;
+use crate::cli_registry::{Server, printed_key};
 use crate::common::*;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -122,12 +122,7 @@ fn tritonclient_grpc_and_http_against_conduit_dev() {
         assert!(out.contains(&format!("pushed post@{version}")), "{out}");
     }
     let out = conduit(&server, &key, &["tenant", "create", "other"]);
-    let other = out
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("cdk_"))
-        .unwrap_or_else(|| panic!("no key in:\n{out}"))
-        .to_string();
+    let other = printed_key(&out);
 
     let run = Command::new(&python)
         .arg(&script)
