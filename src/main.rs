@@ -49,6 +49,13 @@ enum Command {
     Dev(serve::ServeArgs),
     /// Run the registry alone.
     Registry(serve::ServeArgs),
+    /// Run a runner apart from the registry: it pulls modules from `--registry`, caches them, and serves KServe v2.
+    Runner {
+        #[command(flatten)]
+        args: serve::RunnerArgs,
+        #[command(flatten)]
+        conn: modules::Connection,
+    },
     /// Upload a component, model or pipeline manifest and register it as NAME@VERSION.
     Push {
         #[command(flatten)]
@@ -185,6 +192,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CONDUIT_LOG")
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
@@ -245,6 +253,7 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Dev(args) => serve::serve(args, true).await?,
         Command::Registry(args) => serve::serve(args, false).await?,
+        Command::Runner { args, conn } => serve::runner(args, conn).await?,
         Command::Push { args, conn } => modules::push(&conn, args).await?,
         Command::Infer { args, conn } => infer::infer(&conn, args).await?,
         Command::List {

@@ -1,61 +1,82 @@
-//! `conduit registry` and `conduit dev`: open the data directory, wire the
-//! runtime's validator into the registry, serve the control plane — and for
-//! `dev`, the KServe v2 data plane (gRPC beside the registry, plus HTTP).
+//! `conduit registry`, `conduit dev` and `conduit runner`: build a
+//! [`Node`] and serve it — the registry alone, the registry with the KServe
+//! v2 data plane beside it (gRPC on the registry's port, plus HTTP), or the
+//! data plane apart from a registry it reaches over gRPC.
 
 use anyhow::{Context, Result};
-use conduit_host::executor::Backends;
-use conduit_host::serving::{
-    ConnectionLimits, HoldGuardLayer, Serving, ServingConfig, ServingLimits, grpc::InferenceService,
-};
-use conduit_host::{EngineConfig, Runtime, RuntimeConfig, RuntimeValidator};
-use conduit_registry::{Registry, RegistryConfig, RegistryService, TenantLimits};
+use conduit_host::serving::{ConnectionLimits, Node, NodeConfig, ServingConfig, ServingLimits};
+use conduit_registry::TenantLimits;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::time::Duration;
 
-/// Options shared by the serving subcommands.
+/// Options of the data plane (`dev` and `runner`).
 #[derive(clap::Args, Debug)]
-pub struct ServeArgs {
-    /// Data directory (registry database, blobs, compiled-component cache).
-    #[arg(long, env = "CONDUIT_DATA_DIR", default_value = ".conduit")]
-    pub data_dir: PathBuf,
-    /// Control-plane (registry gRPC) address.
-    #[arg(long, env = "CONDUIT_LISTEN", default_value = "127.0.0.1:7070")]
-    pub listen: SocketAddr,
-    /// Largest single upload a tenant may make, in bytes (default 2 GiB).
-    #[arg(long, default_value_t = TenantLimits::default().max_upload_bytes)]
-    pub max_upload_bytes: u64,
+pub struct PlaneArgs {
     /// ONNX Runtime shared library (libonnxruntime.so ≥ 1.31); default `$ORT_DYLIB_PATH`.
     #[arg(long)]
     pub ort_library: Option<PathBuf>,
     /// KServe v2 server on this host serving models pushed with `--backend remote`.
     #[arg(long)]
     pub sidecar: Option<String>,
-    /// Bytes a tenant may store in total (default 50 GiB).
-    #[arg(long, default_value_t = TenantLimits::default().max_stored_bytes)]
-    pub max_stored_bytes: u64,
-    /// `dev`: KServe v2 HTTP/REST address (also serves `/metrics`).
-    #[arg(long, env = "CONDUIT_HTTP_LISTEN", default_value = "127.0.0.1:7071")]
-    pub http_listen: SocketAddr,
-    /// `dev`: per-tenant data-plane limits (TOML: `[default]`, `[tenants.NAME]`).
+    /// KServe v2 HTTP/REST address (also serves `/metrics`); default
+    /// 127.0.0.1:7071 (`dev`), 127.0.0.1:7081 (`runner`).
+    #[arg(long, env = "CONDUIT_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Per-tenant data-plane limits (TOML: `[default]`, `[tenants.NAME]`).
     #[arg(long)]
     pub limits: Option<PathBuf>,
-    /// `dev`: memory all loaded models may take together, in MiB.
+    /// Memory all loaded models may take together, in MiB.
     #[arg(long, default_value_t = 8192)]
     pub model_memory_mib: u64,
-    /// `dev`: largest inference request (gRPC message or HTTP body), in bytes.
+    /// Largest inference request (gRPC message or HTTP body), in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     pub max_request_bytes: usize,
-    /// `dev`: largest inference answer, in bytes (every output counted in full).
+    /// Largest inference answer, in bytes (every output counted in full).
     #[arg(long, default_value_t = 64 << 20)]
     pub max_response_bytes: usize,
-    /// `dev`: connections open at once on each data-plane listener.
+    /// Connections open at once on each data-plane listener.
     #[arg(long, default_value_t = ConnectionLimits::default().max_connections)]
     pub max_connections: usize,
-    /// `dev`: the bearer key `/metrics` requires (Prometheus `authorization`);
+    /// The bearer key `/metrics` requires (Prometheus `authorization`);
     /// admin tenants' API keys are accepted too. Unset: admin keys only.
     #[arg(long, env = "CONDUIT_METRICS_KEY", hide_env_values = true)]
     pub metrics_key: Option<String>,
+}
+
+/// Options of `conduit registry` and `conduit dev`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Data directory (registry database, blobs, compiled-component cache).
+    #[arg(long, env = "CONDUIT_DATA_DIR", default_value = ".conduit")]
+    pub data_dir: PathBuf,
+    /// Control-plane (registry gRPC) address; `dev` serves KServe v2 gRPC on it too.
+    #[arg(long, env = "CONDUIT_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Largest single upload a tenant may make, in bytes (default 2 GiB).
+    #[arg(long, default_value_t = TenantLimits::default().max_upload_bytes)]
+    pub max_upload_bytes: u64,
+    /// Bytes a tenant may store in total (default 50 GiB).
+    #[arg(long, default_value_t = TenantLimits::default().max_stored_bytes)]
+    pub max_stored_bytes: u64,
+    #[command(flatten)]
+    pub plane: PlaneArgs,
+}
+
+/// Options of `conduit runner`.
+#[derive(clap::Args, Debug)]
+pub struct RunnerArgs {
+    /// Data directory (pulled modules, compiled-component cache).
+    #[arg(long, env = "CONDUIT_DATA_DIR", default_value = ".conduit-runner")]
+    pub data_dir: PathBuf,
+    /// KServe v2 gRPC address.
+    #[arg(long, env = "CONDUIT_LISTEN", default_value = "127.0.0.1:7080")]
+    pub listen: SocketAddr,
+    /// How long one registry call may take, in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub registry_timeout: u64,
+    #[command(flatten)]
+    pub plane: PlaneArgs,
 }
 
 /// Where `conduit dev` keeps the admin key of its own data directory.
@@ -63,23 +84,8 @@ pub fn dev_key_path(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.key")
 }
 
-/// Serves until Ctrl-C or SIGTERM. `dev` also keeps the bootstrap admin key
-/// in the data directory (mode 0600) so local tools can pick it up.
-pub async fn serve(args: ServeArgs, dev: bool) -> Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
-    let runtime = Runtime::new(RuntimeConfig {
-        engine: EngineConfig::default(),
-        cache_dir: Some(args.data_dir.join("cache")),
-    })?;
-    let config = RegistryConfig {
-        root: args.data_dir.join("registry"),
-        default_limits: TenantLimits {
-            max_upload_bytes: args.max_upload_bytes,
-            max_stored_bytes: args.max_stored_bytes,
-        },
-    };
-    let limits = match &args.limits {
+fn node_config(data_dir: &Path, plane: &PlaneArgs) -> Result<NodeConfig> {
+    let limits = match &plane.limits {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
@@ -88,21 +94,46 @@ pub async fn serve(args: ServeArgs, dev: bool) -> Result<()> {
         }
         None => ServingLimits::default(),
     };
-    let backends = backends(&args);
-    let (registry, bootstrap) = Registry::open(
-        config,
-        Arc::new(RuntimeValidator::new(runtime.clone(), backends.clone())),
+    Ok(NodeConfig {
+        serving: ServingConfig {
+            limits,
+            model_memory_budget: plane.model_memory_mib << 20,
+            max_request_bytes: plane.max_request_bytes,
+            max_response_bytes: plane.max_response_bytes,
+            connections: ConnectionLimits {
+                max_connections: plane.max_connections,
+                ..ConnectionLimits::default()
+            },
+            metrics_key: plane.metrics_key.clone(),
+        },
+        ort_library: plane.ort_library.clone(),
+        sidecar: plane.sidecar.clone(),
+        ..NodeConfig::new(data_dir)
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Serves until Ctrl-C or SIGTERM. `dev` also keeps the bootstrap admin key
+/// in the data directory (mode 0600) so local tools can pick it up.
+pub async fn serve(args: ServeArgs, dev: bool) -> Result<()> {
+    let node = Node::local(
+        node_config(&args.data_dir, &args.plane)?,
+        TenantLimits {
+            max_upload_bytes: args.max_upload_bytes,
+            max_stored_bytes: args.max_stored_bytes,
+        },
     )
     .with_context(|| format!("cannot open the registry in {}", args.data_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = bind(args.listen).await?;
     let addr = listener.local_addr()?;
     let http = if dev {
-        let l = tokio::net::TcpListener::bind(args.http_listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.http_listen))?;
-        Some(l)
+        let default = SocketAddr::from(([127, 0, 0, 1], 7071));
+        Some(bind(args.plane.http_listen.unwrap_or(default)).await?)
     } else {
         None
     };
@@ -118,7 +149,7 @@ pub async fn serve(args: ServeArgs, dev: bool) -> Result<()> {
         println!("  inference (KServe v2 HTTP): http://{}", l.local_addr()?);
         println!("  metrics: http://{}/metrics", l.local_addr()?);
     }
-    match bootstrap {
+    match &node.bootstrap {
         Some(b) => {
             // Written before the key is printed: whoever reads the key line
             // can rely on the file.
@@ -139,65 +170,46 @@ pub async fn serve(args: ServeArgs, dev: bool) -> Result<()> {
         }
         None => {}
     }
-    let Some(http) = http else {
-        conduit_registry::serve(registry, listener, shutdown_signal()).await?;
-        println!("conduit stopped");
-        return Ok(());
-    };
-    let serving = Serving::new(
-        registry.clone(),
-        runtime,
-        backends,
-        ServingConfig {
-            limits,
-            model_memory_budget: args.model_memory_mib << 20,
-            max_request_bytes: args.max_request_bytes,
-            max_response_bytes: args.max_response_bytes,
-            connections: ConnectionLimits {
-                max_connections: args.max_connections,
-                ..ConnectionLimits::default()
-            },
-            metrics_key: args.metrics_key.clone(),
-        },
-    );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let connections = serving.config().connections;
-    let grpc = tonic::transport::Server::builder()
-        // Dead peers are found by keep-alive pings; a tenant's permit lasts
-        // until its answer is sent (HoldGuardLayer).
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
-        .layer(HoldGuardLayer)
-        .add_service(RegistryService::new(registry).into_server())
-        .add_service(InferenceService::new(serving.clone()).into_server())
-        .serve_with_incoming_shutdown(
-            conduit_host::serving::incoming(conduit_host::serving::accept_limited(
-                listener,
-                connections.max_connections,
-            )),
-            stopped(stop_rx.clone()),
-        );
-    let rest = conduit_host::serving::serve_http(http, serving, stopped(stop_rx));
-    let signal = async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    };
-    let (grpc, rest, ()) = tokio::join!(grpc, rest, signal);
-    grpc?;
-    rest?;
+    if dev {
+        node.serve(listener, http, shutdown_signal()).await?;
+    } else {
+        node.serve_registry(listener, shutdown_signal()).await?;
+    }
     println!("conduit stopped");
     Ok(())
 }
 
-fn backends(args: &ServeArgs) -> Backends {
-    let b = Backends::detect(args.ort_library.clone());
-    match &args.sidecar {
-        Some(url) => b.with_remote(url.clone()),
-        None => b,
+/// `conduit runner`: the data plane apart from the registry at
+/// `conn.registry`, pulling modules with each tenant's own key; `conn`'s key
+/// (any tenant's) opens the registry's change watch.
+pub async fn runner(args: RunnerArgs, conn: crate::modules::Connection) -> Result<()> {
+    let key = conn.key()?;
+    let node = Node::remote(
+        node_config(&args.data_dir, &args.plane)?,
+        &conn.registry,
+        &key,
+        Duration::from_secs(args.registry_timeout.max(1)),
+    )?;
+    let listener = bind(args.listen).await?;
+    let default = SocketAddr::from(([127, 0, 0, 1], 7081));
+    let http = bind(args.plane.http_listen.unwrap_or(default)).await?;
+    println!("conduit runner serving {}", args.data_dir.display());
+    println!("  registry: {}", conn.registry);
+    println!("  inference (KServe v2 gRPC): {}", listener.local_addr()?);
+    println!(
+        "  inference (KServe v2 HTTP): http://{}",
+        http.local_addr()?
+    );
+    println!("  metrics: http://{}/metrics", http.local_addr()?);
+    if !node.wait_linked(Duration::from_secs(5)).await {
+        println!(
+            "  registry not reachable yet: serving what {} has cached; retrying",
+            args.data_dir.display()
+        );
     }
+    node.serve(listener, Some(http), shutdown_signal()).await?;
+    println!("conduit stopped");
+    Ok(())
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<()> {

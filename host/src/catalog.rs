@@ -1,55 +1,10 @@
 //! From references to loaded components: the runner asks the registry what
 //! `name:tag` means now, and loads the bytes it names once per digest.
 
-use crate::{Component, Digest, Runtime, RuntimeError};
-use bytes::Bytes;
-use conduit_registry::{Kind, Manifest, Registry, RegistryError, Tenant};
-use std::future::Future;
-use std::pin::Pin;
+use crate::serving::ModuleSource;
+use crate::{Component, Runtime, RuntimeError};
+use conduit_registry::{Kind, RegistryError, Tenant};
 use std::sync::Arc;
-
-/// Where a runner learns what references mean and fetches module bytes:
-/// the registry in process (`conduit dev`), or over gRPC when distributed.
-pub trait ModuleSource: Send + Sync + 'static {
-    /// The manifest `reference` resolves to for `tenant`, now.
-    fn resolve<'a>(
-        &'a self,
-        tenant: &'a Tenant,
-        reference: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Manifest, RegistryError>> + Send + 'a>>;
-
-    /// The bytes of a blob `tenant` may read.
-    fn fetch<'a>(
-        &'a self,
-        tenant: &'a Tenant,
-        digest: &'a Digest,
-    ) -> Pin<Box<dyn Future<Output = Result<Bytes, RegistryError>> + Send + 'a>>;
-}
-
-impl ModuleSource for Registry {
-    fn resolve<'a>(
-        &'a self,
-        tenant: &'a Tenant,
-        reference: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Manifest, RegistryError>> + Send + 'a>> {
-        Box::pin(async move { Registry::resolve(self, tenant, reference) })
-    }
-
-    fn fetch<'a>(
-        &'a self,
-        tenant: &'a Tenant,
-        digest: &'a Digest,
-    ) -> Pin<Box<dyn Future<Output = Result<Bytes, RegistryError>> + Send + 'a>> {
-        let registry = self.clone();
-        let tenant = tenant.clone();
-        let digest = *digest;
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || registry.blob(&tenant, &digest))
-                .await
-                .map_err(|e| RegistryError::Storage(format!("fetch task failed: {e}")))?
-        })
-    }
-}
 
 /// Why a reference could not be turned into a runnable component.
 #[derive(Debug, thiserror::Error)]

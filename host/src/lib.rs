@@ -50,7 +50,7 @@ mod validator;
 
 pub use bindings::{Param, ParamValue};
 pub use call::CallContext;
-pub use catalog::{Catalog, CatalogError, ModuleSource};
+pub use catalog::{Catalog, CatalogError};
 pub use component::Component;
 pub use conduit_registry::{Digest, DigestParseError};
 pub use error::{GuestError, RuntimeError};
@@ -58,6 +58,7 @@ pub use limits::{EngineConfig, SandboxLimits};
 pub use model::{InferFuture, ModelBackend, NamedTensors};
 pub use onnx::{ModelParseError, onnx_signature};
 pub use runtime::{Runtime, RuntimeConfig};
+pub use serving::ModuleSource;
 pub use signature::{MAX_SIGNATURE_TENSORS, MAX_TENSOR_NAME_BYTES, Signature, TensorSpec, World};
 pub use tensor::{DataType, MAX_RANK, Tensor, TensorError, element_count};
 pub use validator::{RuntimeValidator, registry_signature};

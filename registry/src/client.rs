@@ -1,8 +1,9 @@
 //! A client of the registry's control plane, for the CLI, runners and tests.
 
-use crate::convert::{hints_to_pb, kind_to_pb, manifest_from_pb};
+use crate::convert::{hints_to_pb, kind_to_pb, manifest_from_pb, tenant_from_pb};
 use crate::{
-    Digest, ExecutorHints, GcReport, Kind, ListQuery, Manifest, RegistryError, TenantLimits, Usage,
+    Digest, ExecutorHints, GcReport, Kind, ListQuery, Manifest, RegistryError, Tenant,
+    TenantLimits, Usage,
 };
 use conduit_proto::registry::v1 as pb;
 use conduit_proto::registry::v1::registry_client::RegistryClient as Raw;
@@ -136,6 +137,90 @@ impl RegistryClient {
                 .max_encoding_message_size(16 << 20),
             authorization,
         })
+    }
+
+    /// A client of `url` that connects on first use and reconnects after a
+    /// failure by itself (a runner starts, and keeps serving its caches,
+    /// while the registry is down). Calls fail after `timeout` without an
+    /// answer, connecting included.
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`] for a malformed URL or key.
+    pub fn lazy(
+        url: &str,
+        api_key: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Self, ClientError> {
+        let connect = |message: String| ClientError::Connect {
+            url: url.to_string(),
+            message,
+        };
+        let channel = Endpoint::from_shared(url.to_string())
+            .map_err(|e| connect(e.to_string()))?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let mut client = Self {
+            raw: Raw::new(channel)
+                .max_decoding_message_size(16 << 20)
+                .max_encoding_message_size(16 << 20),
+            authorization: "Bearer -".parse().expect("ascii"),
+        };
+        client.authorization = Self::header(api_key).map_err(connect)?;
+        Ok(client)
+    }
+
+    /// The same connection, authenticated with another key (a runner calls
+    /// the registry with each tenant's own key, never with more rights).
+    ///
+    /// # Errors
+    /// [`ClientError::Protocol`] when the key is not valid header text.
+    pub fn with_key(&self, api_key: &str) -> Result<Self, ClientError> {
+        Ok(Self {
+            raw: self.raw.clone(),
+            authorization: Self::header(api_key).map_err(ClientError::Protocol)?,
+        })
+    }
+
+    fn header(
+        api_key: &str,
+    ) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, String> {
+        format!("Bearer {api_key}")
+            .parse()
+            .map_err(|_| "the API key has characters not allowed in a header".to_string())
+    }
+
+    /// The tenant this client's key names (`key_hash` holds the key's
+    /// public id only).
+    ///
+    /// # Errors
+    /// [`Code::Unauthenticated`] for an unknown key.
+    pub async fn whoami(&self) -> Result<Tenant, ClientError> {
+        let reply = self
+            .raw
+            .clone()
+            .whoami(self.request(pb::WhoamiRequest {}))
+            .await?
+            .into_inner();
+        reply
+            .tenant
+            .map(tenant_from_pb)
+            .ok_or_else(|| ClientError::Protocol("a Whoami reply without a tenant".into()))
+    }
+
+    /// The registry's change counter: its current value first, then every
+    /// new one, until the stream breaks.
+    ///
+    /// # Errors
+    /// As the registry reports them.
+    pub async fn watch(&self) -> Result<tonic::Streaming<pb::WatchEvent>, ClientError> {
+        Ok(self
+            .raw
+            .clone()
+            .watch(self.request(pb::WatchRequest {}))
+            .await?
+            .into_inner())
     }
 
     fn request<T>(&self, message: T) -> Request<T> {

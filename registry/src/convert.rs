@@ -1,6 +1,8 @@
 //! Between the wire messages (`conduit_proto`) and the registry's own types.
 
-use crate::{ExecutorHints, Kind, Manifest, RegistryError, Signature, TensorSpec};
+use crate::{
+    ExecutorHints, Kind, Manifest, RegistryError, Signature, Tenant, TenantLimits, TensorSpec,
+};
 use conduit_proto::registry::v1 as pb;
 
 pub(crate) fn kind_to_pb(kind: Kind) -> pb::Kind {
@@ -111,4 +113,30 @@ pub(crate) fn manifest_from_pb(m: pb::Manifest) -> Result<Manifest, RegistryErro
         created_by: m.created_by,
         tags: m.tags,
     })
+}
+
+/// A tenant as the wire carries it (its key's public id, never its hash).
+pub(crate) fn tenant_to_pb(t: &Tenant) -> pb::TenantInfo {
+    pb::TenantInfo {
+        name: t.name.clone(),
+        admin: t.admin,
+        key_id: t.key_id().to_string(),
+        created_at: t.created_at.clone(),
+        max_upload_bytes: t.limits.max_upload_bytes,
+        max_stored_bytes: t.limits.max_stored_bytes,
+    }
+}
+
+/// A tenant from the wire: `key_hash` holds only the key's public id.
+pub(crate) fn tenant_from_pb(t: pb::TenantInfo) -> Tenant {
+    Tenant {
+        name: t.name,
+        admin: t.admin,
+        key_hash: t.key_id,
+        limits: TenantLimits {
+            max_upload_bytes: t.max_upload_bytes,
+            max_stored_bytes: t.max_stored_bytes,
+        },
+        created_at: t.created_at,
+    }
 }

@@ -31,6 +31,9 @@ pub enum RegistryError {
     /// A tenant limit (upload size, stored bytes) would be exceeded.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// The registry cannot be reached (a runner's link to it is down).
+    #[error("{0}")]
+    Unavailable(String),
     /// The registry's own storage failed.
     #[error("registry storage: {0}")]
     Storage(String),

@@ -113,8 +113,9 @@ struct Inner {
     blobs: Arc<dyn BlobStore>,
     validator: Arc<dyn Validator>,
     config: RegistryConfig,
-    /// Bumped after every change to what a reference resolves to.
-    generation: std::sync::atomic::AtomicU64,
+    /// Bumped after every change to what a reference resolves to (and to
+    /// tenants and keys); watchers see every new value.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -163,7 +164,7 @@ impl Registry {
                 blobs,
                 validator,
                 config,
-                generation: std::sync::atomic::AtomicU64::new(0),
+                generation: tokio::sync::watch::Sender::new(0),
             }),
         };
         let empty = registry
@@ -314,6 +315,8 @@ impl Registry {
             store::put(&mut tenants, name, &t)?;
         }
         txn.commit()?;
+        // Runners drop the old key from their caches.
+        self.changed();
         tracing::info!(tenant = name, by = %caller.name, "API key rotated");
         Ok((name.to_string(), key))
     }
@@ -746,15 +749,16 @@ impl Registry {
     /// A counter bumped after every change to manifests and tags: a
     /// resolution cached at one generation is valid while it stays the same.
     pub fn generation(&self) -> u64 {
-        self.inner
-            .generation
-            .load(std::sync::atomic::Ordering::Acquire)
+        *self.inner.generation.borrow()
+    }
+
+    /// A receiver that sees every new [`Registry::generation`].
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.generation.subscribe()
     }
 
     fn changed(&self) {
-        self.inner
-            .generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.inner.generation.send_modify(|g| *g += 1);
     }
 
     /// Resolves `name`, `name@version`, `name:tag` or a digest (optionally

@@ -1,7 +1,7 @@
 //! The gRPC control plane (`conduit.registry.v1.Registry`) over a
 //! [`Registry`]. The one place registry errors become status codes.
 
-use crate::convert::{hints_from_pb, kind_from_pb, manifest_to_pb};
+use crate::convert::{hints_from_pb, kind_from_pb, manifest_to_pb, tenant_to_pb};
 use crate::registry::{ListQuery, NewManifest, Registry};
 use crate::{RegistryError, Tenant, TenantLimits, bearer_key};
 use conduit_proto::registry::v1 as pb;
@@ -29,6 +29,7 @@ impl From<RegistryError> for Status {
             RegistryError::AlreadyExists(_) => Status::already_exists(message),
             RegistryError::FailedPrecondition(_) => Status::failed_precondition(message),
             RegistryError::QuotaExceeded(_) => Status::resource_exhausted(message),
+            RegistryError::Unavailable(_) => Status::unavailable(message),
             RegistryError::Storage(_) => Status::internal(message),
         }
     }
@@ -92,6 +93,7 @@ pub async fn serve(
         .await
 }
 
+type GenerationStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::BlobChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -371,17 +373,7 @@ impl pb::registry_server::Registry for RegistryService {
         let caller = self.caller(&request)?;
         let tenants = self.registry.tenants(&caller)?;
         Ok(Response::new(pb::ListTenantsResponse {
-            tenants: tenants
-                .iter()
-                .map(|t| pb::TenantInfo {
-                    name: t.name.clone(),
-                    admin: t.admin,
-                    key_id: t.key_id().to_string(),
-                    created_at: t.created_at.clone(),
-                    max_upload_bytes: t.limits.max_upload_bytes,
-                    max_stored_bytes: t.limits.max_stored_bytes,
-                })
-                .collect(),
+            tenants: tenants.iter().map(tenant_to_pb).collect(),
         }))
     }
 
@@ -409,5 +401,29 @@ impl pb::registry_server::Registry for RegistryService {
             })
             .await?;
         Ok(Response::new(pb::RotateKeyResponse { tenant, api_key }))
+    }
+
+    async fn whoami(
+        &self,
+        request: Request<pb::WhoamiRequest>,
+    ) -> Result<Response<pb::WhoamiResponse>, Status> {
+        let caller = self.caller(&request)?;
+        Ok(Response::new(pb::WhoamiResponse {
+            tenant: Some(tenant_to_pb(&caller)),
+        }))
+    }
+
+    type WatchStream = GenerationStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<GenerationStream>, Status> {
+        self.caller(&request)?;
+        let changes = tokio_stream::wrappers::WatchStream::new(self.registry.subscribe());
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+            changes,
+            |generation| Ok(pb::WatchEvent { generation }),
+        ))))
     }
 }

@@ -41,7 +41,21 @@ impl Server {
     /// [`Server::start`] with extra arguments (`dev` also gets
     /// `--http-listen 127.0.0.1:0`).
     pub fn start_with(subcommand: &str, data_dir: &Path, expect_key: bool, extra: &[&str]) -> Self {
-        let dev = subcommand == "dev";
+        Self::start_with_env(subcommand, data_dir, expect_key, extra, &[])
+    }
+
+    /// [`Server::start_with`] with environment variables (`RUST_LOG`…).
+    pub fn start_with_env(
+        subcommand: &str,
+        data_dir: &Path,
+        expect_key: bool,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        // `dev` and `runner` serve the data plane (with HTTP); a runner's
+        // `url` is its KServe v2 gRPC address.
+        let dev = subcommand == "dev" || subcommand == "runner";
+        let runner = subcommand == "runner";
         let mut child = Command::new(env!("CARGO_BIN_EXE_conduit"))
             .arg(subcommand)
             .arg("--data-dir")
@@ -54,6 +68,8 @@ impl Server {
             })
             .args(extra)
             .env_remove("CONDUIT_LOG")
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -110,6 +126,13 @@ impl Server {
             };
             if let Some(url) = line.trim().strip_prefix("registry (gRPC): ") {
                 server.url = url.to_string();
+            }
+            if let Some(addr) = line
+                .trim()
+                .strip_prefix("inference (KServe v2 gRPC): ")
+                .filter(|_| runner)
+            {
+                server.url = format!("http://{addr}");
             }
             if let Some(url) = line.trim().strip_prefix("inference (KServe v2 HTTP): ") {
                 server.http_url = url.to_string();

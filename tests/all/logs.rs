@@ -3,7 +3,7 @@
 //! second copy from ONNX Runtime's own logger), so clients cannot flood it.
 
 use crate::cli_registry::{Server, conduit, ok, text};
-use crate::common::{TempDir, workspace_root};
+use crate::common::{TempDir, component_path, workspace_root};
 
 #[test]
 fn a_failed_model_call_logs_at_most_one_plain_line() {
@@ -70,4 +70,76 @@ fn a_failed_model_call_logs_at_most_one_plain_line() {
         lines <= requests,
         "{lines} log lines for {requests} failed requests:\n{log}"
     );
+}
+
+/// `RUST_LOG` selects what is logged, and every event of a request carries
+/// its span: the request (tenant, model, version, digest) and, inside a
+/// pipeline, the step (step, module, version, digest).
+#[test]
+fn rust_log_shows_each_request_and_step_span() {
+    let dir = TempDir::new("conduit-spans");
+    let server = Server::start_with_env(
+        "dev",
+        dir.path(),
+        true,
+        &[],
+        &[(
+            "RUST_LOG",
+            "warn,conduit_host::serving=info,conduit_host::executor=trace",
+        )],
+    );
+    let key = server.key.clone().unwrap();
+    let root = workspace_root();
+    let model = root.join("testdata/minilm/model.onnx");
+    let pipeline = root.join("examples/pipelines/paraphrase.toml");
+    let (tokenizer, post) = (
+        component_path("bert-tokenizer"),
+        component_path("embedding-post"),
+    );
+    for (kind, file, name) in [
+        ("component", &tokenizer, "tokenizer"),
+        ("component", &post, "embedding-post"),
+        ("model", &model, "minilm"),
+        ("pipeline", &pipeline, "paraphrase"),
+    ] {
+        ok(conduit(
+            &server,
+            &key,
+            &[
+                "push",
+                kind,
+                file.to_str().unwrap(),
+                "--name",
+                name,
+                "--version",
+                "1.0.0",
+            ],
+        ));
+    }
+    ok(conduit(
+        &server,
+        &key,
+        &[
+            "infer",
+            "paraphrase",
+            "--input",
+            r#"text=[["a cat"],["a dog"]]"#,
+        ],
+    ));
+    let log = server.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("batch ran"))
+        .unwrap_or_else(|| panic!("no executor event with RUST_LOG set:\n{log}"));
+    for field in [
+        "infer{",
+        "tenant=default",
+        "model=paraphrase",
+        "version=1.0.0",
+        "digest=blake3:",
+        "step{step=",
+        "module=minilm",
+    ] {
+        assert!(line.contains(field), "`{field}` missing from {line}");
+    }
 }

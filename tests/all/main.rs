@@ -14,6 +14,7 @@ mod logs;
 mod registry;
 mod registry_bad_input;
 mod remote_executor;
+mod runner;
 mod runtime;
 mod serving;
 mod tokenizer;

@@ -5,18 +5,14 @@
 use crate::common::*;
 use bytes::Bytes;
 use conduit_host::executor::{BackendKind, Backends, Executor};
-use conduit_host::serving::grpc::InferenceService;
-use conduit_host::serving::{Serving, ServingConfig, ServingLimits};
-use conduit_host::{CallContext, EngineConfig, Runtime, RuntimeConfig, RuntimeValidator, Tensor};
+use conduit_host::serving::{Node, NodeConfig, Serving, ServingConfig, ServingLimits};
+use conduit_host::{CallContext, EngineConfig, Runtime, Tensor};
 use conduit_proto::inference::{
     self as pb, grpc_inference_service_client::GrpcInferenceServiceClient,
     infer_parameter::ParameterChoice, model_infer_request::InferInputTensor,
 };
-use conduit_registry::{
-    ExecutorHints, Kind, PushProgress, Registry, RegistryClient, RegistryConfig, RegistryService,
-};
+use conduit_registry::{ExecutorHints, Kind, PushProgress, Registry, RegistryClient};
 use std::collections::HashMap;
-use std::sync::Arc;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -60,46 +56,32 @@ impl Plane {
 
     pub async fn start_with(config: ServingConfig, engine: EngineConfig) -> Self {
         let dir = TempDir::new("conduit-serving");
-        let runtime = Runtime::new(RuntimeConfig {
-            engine,
-            cache_dir: Some(dir.path().join("cache")),
-        })
-        .unwrap();
-        let backends = Backends::detect(None);
-        let (registry, bootstrap) = Registry::open(
-            RegistryConfig {
-                root: dir.path().join("registry"),
-                default_limits: Default::default(),
+        let node = Node::local(
+            NodeConfig {
+                engine,
+                serving: config,
+                ..NodeConfig::new(dir.path())
             },
-            Arc::new(RuntimeValidator::new(runtime.clone(), backends.clone())),
+            Default::default(),
         )
         .unwrap();
-        let serving = Serving::new(registry.clone(), runtime.clone(), backends, config);
+        let (registry, runtime, serving) = (
+            node.registry.clone().unwrap(),
+            node.runtime.clone(),
+            node.serving.clone(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = http_listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let max = serving.config().connections.max_connections;
-        let server = tonic::transport::Server::builder()
-            .layer(conduit_host::serving::HoldGuardLayer)
-            .add_service(RegistryService::new(registry.clone()).into_server())
-            .add_service(InferenceService::new(serving.clone()).into_server())
-            .serve_with_incoming_shutdown(
-                conduit_host::serving::incoming(conduit_host::serving::accept_limited(
-                    listener, max,
-                )),
-                stopped(rx.clone()),
-            );
-        tokio::spawn(server);
-        tokio::spawn(conduit_host::serving::serve_http(
-            http_listener,
-            serving.clone(),
-            stopped(rx),
-        ));
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let bootstrap = node.bootstrap.clone();
+        tokio::spawn(async move {
+            node.serve(listener, Some(http_listener), async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+        });
         Self {
             url,
             http,
@@ -426,6 +408,24 @@ async fn the_pipeline_serves_what_its_steps_compute() {
     let got = outputs(&answer);
     let similar = got["similarity"].to_f32().unwrap()[0];
 
+    // Warm and pinned, the pipeline reads nothing from the registry: the
+    // key, the name and every step resolve from the runner's caches.
+    let reads = plane.serving.source_reads();
+    for _ in 0..3 {
+        infer(
+            &mut client,
+            &plane.key,
+            text_request("paraphrase", "", &PAIR),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        plane.serving.source_reads() - reads,
+        0,
+        "registry reads by three warm requests"
+    );
+
     // The same computation, step by step, outside the data plane.
     let tenant = CallContext::new("check");
     let tokenizer = plane
@@ -634,7 +634,8 @@ async fn the_pipeline_serves_what_its_steps_compute() {
         ("paraphrase", "1.0.0")
     );
     let inference = s.inference_stats.as_ref().unwrap();
-    assert_eq!(inference.success.as_ref().unwrap().count, 7);
+    // 4 requests above, 3 warm ones counting registry reads.
+    assert_eq!(inference.success.as_ref().unwrap().count, 10);
     assert!(inference.compute_infer.as_ref().unwrap().ns > 0);
     let config = client
         .model_config(authed(
@@ -653,7 +654,7 @@ async fn the_pipeline_serves_what_its_steps_compute() {
     assert_eq!(config.input[0].dims, [-1]);
     let metrics = plane.serving.render_metrics();
     assert!(
-        metrics.contains("conduit_inference_request_success_total{tenant=\"default\",model=\"paraphrase\",version=\"1.0.0\"} 7"),
+        metrics.contains("conduit_inference_request_success_total{tenant=\"default\",model=\"paraphrase\",version=\"1.0.0\"} 10"),
         "{metrics}"
     );
 }

@@ -8,11 +8,11 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 /// The server's request limit; the script sends twice as much.
-const MAX_REQUEST_BYTES: &str = "1000000";
+pub(crate) const MAX_REQUEST_BYTES: &str = "1000000";
 
 /// A client run of `conduit` against `server` with `key`; panics unless it succeeds.
 #[track_caller]
-fn conduit(server: &Server, key: &str, args: &[&str]) -> String {
+pub(crate) fn conduit(server: &Server, key: &str, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_conduit"))
         .args(args)
         .env("CONDUIT_REGISTRY", &server.url)
@@ -40,7 +40,7 @@ fn host_port(url: &str) -> &str {
 }
 
 #[track_caller]
-fn existing(root: &Path, relative: &str, make: &str) -> String {
+pub(crate) fn existing(root: &Path, relative: &str, make: &str) -> String {
     let path = root.join(relative);
     assert!(
         path.exists(),
@@ -48,6 +48,45 @@ fn existing(root: &Path, relative: &str, make: &str) -> String {
         path.display()
     );
     path.to_str().unwrap().to_string()
+}
+
+/// What `tests/python/test_tritonclient.py` needs besides the server.
+pub(crate) struct Suite<'a> {
+    pub python: &'a str,
+    pub reference: &'a str,
+    pub sentences: &'a str,
+    pub key: &'a str,
+    pub other: &'a str,
+}
+
+/// Runs the tritonclient suite (gRPC and HTTP) against `server` (`dev` or a
+/// `runner`); panics with its output and the server's log unless it passes.
+pub(crate) fn run_suite(suite: &Suite, server: &Server) {
+    let root = workspace_root();
+    let run = Command::new(suite.python)
+        .arg(root.join("tests/python/test_tritonclient.py"))
+        .args(["--grpc", host_port(&server.url)])
+        .args(["--http", host_port(&server.http_url)])
+        .args(["--key", suite.key, "--other-key", suite.other])
+        .args([
+            "--reference",
+            suite.reference,
+            "--sentences",
+            suite.sentences,
+        ])
+        .args(["--max-request-bytes", MAX_REQUEST_BYTES])
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running the tritonclient suite");
+    assert!(
+        run.status.success(),
+        "tests/python/test_tritonclient.py failed\n{}\nserver stderr:\n{}",
+        show(&run),
+        server.stderr()
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("checks passed"), "{stdout}");
 }
 
 #[test]
@@ -72,7 +111,6 @@ fn tritonclient_grpc_and_http_against_conduit_dev() {
     );
     let pipeline = root.join("examples/pipelines/paraphrase.toml");
     let pipeline = pipeline.to_str().unwrap();
-    let script = root.join("tests/python/test_tritonclient.py");
 
     let dir = TempDir::new("conduit-tritonclient");
     let server = Server::start_with(
@@ -124,25 +162,16 @@ fn tritonclient_grpc_and_http_against_conduit_dev() {
     let out = conduit(&server, &key, &["tenant", "create", "other"]);
     let other = printed_key(&out);
 
-    let run = Command::new(&python)
-        .arg(&script)
-        .args(["--grpc", host_port(&server.url)])
-        .args(["--http", host_port(&server.http_url)])
-        .args(["--key", &key, "--other-key", &other])
-        .args(["--reference", &reference, "--sentences", &sentences])
-        .args(["--max-request-bytes", MAX_REQUEST_BYTES])
-        .current_dir(&root)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running the tritonclient suite");
-    assert!(
-        run.status.success(),
-        "tests/python/test_tritonclient.py failed\n{}\nserver stderr:\n{}",
-        show(&run),
-        server.stderr()
+    run_suite(
+        &Suite {
+            python: &python,
+            reference: &reference,
+            sentences: &sentences,
+            key: &key,
+            other: &other,
+        },
+        &server,
     );
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(stdout.contains("checks passed"), "{stdout}");
 
     let (status, _) = server.terminate();
     assert!(status.success(), "{status:?}");

@@ -7,13 +7,16 @@
 //!    each, sending `ModelInfer` back to back) against the `paraphrase`
 //!    pipeline and against the bare `minilm` model given the tokenizer's
 //!    outputs for the same pair: requests/s, p50 and p99.
-//! 2. Server-side overhead per request on a tiny model (`add.onnx`, one row):
+//! 2. A runner apart from the registry: its cold start on the pipeline (pull,
+//!    compile, load) and the registry calls a warm request makes (zero).
+//! 3. Server-side overhead per request on a tiny model (`add.onnx`, one row):
 //!    the executor called directly, `Serving::infer` in-process, and the
 //!    gRPC round trip, at concurrency 1.
 //!
 //! Every scenario first checks one answer (the pair scores > 0.5, responses
 //! carry `conduit.digest`); `--smoke` sends only a few requests each.
 
+mod cold;
 mod load;
 mod overhead;
 pub(crate) mod server;
@@ -181,6 +184,7 @@ async fn scenarios(
     if !loads {
         return overhead::overhead(server, &mut client, &add, &add_hints, budget, smoke).await;
     }
+    cold::runner(server).await?;
     let window = if smoke {
         Window {
             warmup: Duration::ZERO,

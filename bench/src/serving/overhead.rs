@@ -3,7 +3,7 @@
 
 use super::load::{Pair, paired};
 use super::server::{Server, check_digest, f32s, infer, output, request};
-use crate::harness::{Budget, time_sync, us};
+use crate::harness::{Budget, time_async, us};
 use anyhow::{Result, ensure};
 use conduit_host::executor::{Backends, Executor};
 use conduit_host::serving::InferRequest;
@@ -15,8 +15,8 @@ use std::time::Duration;
 use tonic::transport::Channel;
 
 /// The server's count of successful `add` requests and their total time.
-fn served_totals(server: &Server) -> Result<(u64, u64)> {
-    let stats = server.serving.statistics(&server.tenant, "add", "")?;
+async fn served_totals(server: &Server) -> Result<(u64, u64)> {
+    let stats = server.serving.statistics(&server.tenant, "add", "").await?;
     Ok(stats
         .iter()
         .fold((0, 0), |(n, ns), (_, c)| (n + c.success, ns + c.success_ns)))
@@ -102,7 +102,7 @@ pub(super) async fn overhead(
                 })
                 .await?,
         );
-        let before = served_totals(server)?;
+        let before = served_totals(server).await?;
         remote.push(
             paired(
                 budget,
@@ -127,7 +127,7 @@ pub(super) async fn overhead(
             )
             .await,
         );
-        let after = served_totals(server)?;
+        let after = served_totals(server).await?;
         handled.0 += after.0 - before.0;
         handled.1 += after.1 - before.1;
     }
@@ -135,13 +135,18 @@ pub(super) async fn overhead(
     let (live, round_trip, beyond_floor) = Pair::median(&remote);
     let auth_value = server.authorization.to_str()?.to_string();
     let serving = server.serving.clone();
-    let auth = time_sync(budget, || {
-        std::hint::black_box(
-            serving
-                .authenticate(Some(&auth_value))
-                .expect("authenticate"),
-        );
-    });
+    let auth = time_async(budget, || {
+        let (serving, auth_value) = (&serving, &auth_value);
+        async move {
+            std::hint::black_box(
+                serving
+                    .authenticate(Some(auth_value))
+                    .await
+                    .expect("authenticate"),
+            );
+        }
+    })
+    .await;
 
     println!();
     println!(

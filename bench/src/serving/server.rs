@@ -3,19 +3,13 @@
 
 use anyhow::{Context, Result, anyhow, ensure};
 use bytes::Bytes;
-use conduit_host::executor::Backends;
-use conduit_host::serving::grpc::InferenceService;
-use conduit_host::serving::{Serving, ServingConfig};
-use conduit_host::{NamedTensors, Runtime, RuntimeConfig, RuntimeValidator};
+use conduit_host::serving::{Node, NodeConfig, Serving};
+use conduit_host::{NamedTensors, Runtime};
 use conduit_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use conduit_proto::inference::model_infer_request::InferInputTensor;
 use conduit_proto::inference::{ModelInferRequest, ModelInferResponse};
-use conduit_registry::{
-    ExecutorHints, Kind, PushProgress, Registry, RegistryClient, RegistryConfig, RegistryService,
-    Tenant, TenantLimits,
-};
+use conduit_registry::{ExecutorHints, Kind, PushProgress, RegistryClient, Tenant, TenantLimits};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
@@ -42,7 +36,7 @@ pub(crate) struct Server {
     pub(super) components: Runtime,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<()>>>,
-    scratch: PathBuf,
+    pub(super) scratch: PathBuf,
 }
 
 impl Server {
@@ -56,50 +50,28 @@ impl Server {
                 .thread_name("conduit-server")
                 .build()?,
         ));
-        let components = Runtime::new(RuntimeConfig {
-            engine: Default::default(),
-            cache_dir: Some(scratch.join("cache")),
-        })?;
-        let backends = Backends::detect(None);
-        let (registry, bootstrap) = Registry::open(
-            RegistryConfig {
-                root: scratch.join("registry"),
-                default_limits: TenantLimits::default(),
-            },
-            Arc::new(RuntimeValidator::new(components.clone(), backends.clone())),
-        )?;
-        let key = bootstrap
+        let node = Node::local(NodeConfig::new(&scratch), TenantLimits::default())?;
+        let key = node
+            .bootstrap
+            .clone()
             .context("fresh registry has an admin key")?
             .api_key;
+        let registry = node.registry.clone().context("registry in process")?;
         let tenant = registry.authenticate(&key)?;
-        let serving = Serving::new(
-            registry.clone(),
-            components.clone(),
-            backends,
-            ServingConfig::default(),
-        );
+        let (serving, components) = (node.serving.clone(), node.runtime.clone());
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let service = InferenceService::new(serving.clone()).into_server();
-        // As `conduit dev` serves (src/serve.rs): both services on one
-        // listener, TCP_NODELAY on every accepted socket (without it a
-        // response written in two pieces waits for the client's delayed
-        // ACK: +40 ms on the pipeline at concurrency 1).
+        // As `conduit dev` serves: both services on one listener, through
+        // the one node builder (TCP_NODELAY on every accepted socket).
         let handle = runtime.0.as_ref().expect("server runtime").handle();
         let task = handle.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            tonic::transport::Server::builder()
-                .add_service(RegistryService::new(registry).into_server())
-                .add_service(service)
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    async {
-                        let _ = stopped.await;
-                    },
-                )
-                .await?;
+            node.serve(listener, None, async {
+                let _ = stopped.await;
+            })
+            .await?;
             Ok(())
         });
         Ok(Self {

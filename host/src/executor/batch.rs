@@ -34,6 +34,20 @@ pub(crate) struct Counters {
     pub queue_us: std::sync::atomic::AtomicU64,
     pub compute_us: std::sync::atomic::AtomicU64,
     pub failures: std::sync::atomic::AtomicU64,
+    /// Instances whose worker thread is running.
+    pub alive: std::sync::atomic::AtomicUsize,
+    /// Why the last instance to fail a batch cannot serve, if its health
+    /// check says so (cleared by its next successful batch).
+    pub unhealthy: Mutex<Option<String>>,
+}
+
+/// Counts a worker thread as alive until it ends, however it ends.
+struct Alive<'a>(&'a Counters);
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.alive.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 pub(crate) fn worker(
@@ -42,6 +56,8 @@ pub(crate) fn worker(
     batching: BatchConfig,
     counters: Arc<Counters>,
 ) {
+    counters.alive.fetch_add(1, Ordering::AcqRel);
+    let _alive = Alive(&counters);
     let mut carry: Option<Job> = None;
     loop {
         let batch = {
@@ -140,6 +156,9 @@ fn run(model: &mut dyn LoadedModel, mut batch: Vec<Job>, counters: &Counters) {
     );
     match result {
         Ok(parts) => {
+            if counters.unhealthy.lock().expect("health lock").is_some() {
+                *counters.unhealthy.lock().expect("health lock") = None;
+            }
             let compute = std::time::Duration::from_micros(compute);
             for (i, (job, out)) in batch.into_iter().zip(parts).enumerate() {
                 let timing = RunTiming {
@@ -154,6 +173,11 @@ fn run(model: &mut dyn LoadedModel, mut batch: Vec<Job>, counters: &Counters) {
             counters
                 .failures
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            // A failed batch may be bad input or a broken engine (a remote
+            // model's server gone): ask the model which, for readiness.
+            if let Err(why) = model.health() {
+                *counters.unhealthy.lock().expect("health lock") = Some(why.to_string());
+            }
             for job in batch {
                 let _ = job.reply.send(Err(e.clone()));
             }

@@ -179,6 +179,12 @@ impl ModelCache {
         }
     }
 
+    /// Every loaded executor.
+    pub fn executors(&self) -> Vec<Executor> {
+        let state = self.state.lock().expect("model cache lock");
+        state.entries.values().map(|e| e.executor.clone()).collect()
+    }
+
     /// Current totals.
     pub fn stats(&self) -> CacheStats {
         let state = self.state.lock().expect("model cache lock");

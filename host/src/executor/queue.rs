@@ -170,6 +170,28 @@ impl Executor {
         self.inner.size * self.inner.config.instances.max(1) as u64
     }
 
+    /// Whether it can serve: some instance's thread is running and the last
+    /// failed batch's health check passed.
+    ///
+    /// # Errors
+    /// [`ExecutorError::Unavailable`] saying why not.
+    pub fn health(&self) -> Result<(), ExecutorError> {
+        let counters = &self.inner.counters;
+        if counters.alive.load(Ordering::Acquire) == 0 {
+            return Err(ExecutorError::Unavailable(format!(
+                "model {}: no instance is running",
+                self.inner.config.name
+            )));
+        }
+        match &*counters.unhealthy.lock().expect("health lock") {
+            Some(why) => Err(ExecutorError::Unavailable(format!(
+                "model {}: {why}",
+                self.inner.config.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Counters since start.
     pub fn stats(&self) -> ExecutorStats {
         let c = &self.inner.counters;

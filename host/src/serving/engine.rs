@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// What every step of one request shares.
 #[derive(Clone)]
@@ -123,9 +124,8 @@ impl ModelBackend for TenantModels {
             let manifest = self
                 .ctx
                 .serving
-                .inner
-                .registry
-                .resolve(&self.ctx.tenant, &name)
+                .resolve_reference_cached(&self.ctx.tenant, &name)
+                .await
                 .map_err(|_| GuestError::NotFound(format!("model `{name}` not found")))?;
             if manifest.kind != Kind::Model {
                 return Err(GuestError::InvalidInput(format!(
@@ -163,29 +163,40 @@ impl ModelBackend for TenantModels {
     }
 }
 
-/// The manifest a step runs now: its pinned digest, or for a step that
-/// follows a tag, what the tag names now (if its signature still fits).
-fn step_manifest(ctx: &Ctx, step: &Step) -> Result<Manifest, ServeError> {
-    let registry = &ctx.serving.inner.registry;
-    if !step.follow {
-        return Ok(registry.resolve(&ctx.tenant, &step.digest.to_string())?);
+impl Serving {
+    /// The manifest a step runs now: its pinned digest, or for a step that
+    /// follows a tag, what the tag names now (if its signature still fits).
+    /// Cached: a pinned pipeline reads nothing from the source per request.
+    pub(super) async fn step_manifest(
+        &self,
+        tenant: &Tenant,
+        step: &Step,
+    ) -> Result<Manifest, ServeError> {
+        if !step.follow {
+            return self
+                .resolve_reference_cached(tenant, &step.digest.to_string())
+                .await;
+        }
+        let now = self
+            .resolve_reference_cached(tenant, &step.uses)
+            .await
+            .map_err(|e| {
+                ServeError::FailedPrecondition(format!(
+                    "pipeline step `{}` follows `{}`, which no longer resolves: {e}",
+                    step.name, step.uses
+                ))
+            })?;
+        if now.kind != step.kind || now.signature != step.signature {
+            return Err(ServeError::FailedPrecondition(format!(
+                "pipeline step `{}` follows `{}`, now {} whose signature differs from {} checked at registration; push the pipeline again",
+                step.name,
+                step.uses,
+                now.reference(),
+                step.pinned
+            )));
+        }
+        Ok(now)
     }
-    let now = registry.resolve(&ctx.tenant, &step.uses).map_err(|e| {
-        ServeError::FailedPrecondition(format!(
-            "pipeline step `{}` follows `{}`, which no longer resolves: {e}",
-            step.name, step.uses
-        ))
-    })?;
-    if now.kind != step.kind || now.signature != step.signature {
-        return Err(ServeError::FailedPrecondition(format!(
-            "pipeline step `{}` follows `{}`, now {} whose signature differs from {} checked at registration; push the pipeline again",
-            step.name,
-            step.uses,
-            now.reference(),
-            step.pinned
-        )));
-    }
-    Ok(now)
 }
 
 /// Runs one step (or a model a component calls) and counts it in the
@@ -325,7 +336,7 @@ pub(super) async fn run_pipeline(
                 continue;
             }
             started[i] = true;
-            let manifest = step_manifest(ctx, step)?;
+            let manifest = ctx.serving.step_manifest(&ctx.tenant, step).await?;
             let digest = manifest.digest.to_string();
             let inputs: NamedTensors = step
                 .inputs
@@ -333,11 +344,21 @@ pub(super) async fn run_pipeline(
                 .map(|w| (w.name.clone(), values[&w.from].clone()))
                 .collect();
             let params = step_params(step, request_params);
+            let span = tracing::info_span!(
+                "step",
+                step = %step.name,
+                module = %manifest.name,
+                version = %manifest.version,
+                digest = %manifest.digest,
+            );
             let (ctx, step) = (ctx.clone(), step.clone());
-            running.spawn(async move {
-                let result = run_step(ctx, step, manifest, inputs, params).await;
-                (i, digest, result)
-            });
+            running.spawn(
+                async move {
+                    let result = run_step(ctx, step, manifest, inputs, params).await;
+                    (i, digest, result)
+                }
+                .instrument(span),
+            );
         }
         let Some(joined) = running.join_next().await else {
             return Err(ServeError::Internal(

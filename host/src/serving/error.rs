@@ -215,6 +215,7 @@ impl From<conduit_registry::RegistryError> for ServeError {
             R::Unauthenticated(m) => Self::Unauthenticated(m),
             R::PermissionDenied(m) => Self::NotFound(m),
             R::QuotaExceeded(m) => Self::Overloaded(m),
+            R::Unavailable(m) => Self::Unavailable(m),
             R::AlreadyExists(m) | R::FailedPrecondition(m) => Self::FailedPrecondition(m),
             other => Self::Internal(other.to_string()),
         }

@@ -41,12 +41,12 @@ impl InferenceService {
             .max_encoding_message_size(max_out.saturating_add(1 << 20))
     }
 
-    fn tenant<T>(&self, request: &Request<T>) -> Result<Tenant, Status> {
+    async fn tenant<T>(&self, request: &Request<T>) -> Result<Tenant, Status> {
         let header = request
             .metadata()
             .get("authorization")
             .map(|v| v.to_str().unwrap_or(""));
-        Ok(self.serving.authenticate(header)?)
+        Ok(self.serving.authenticate(header).await?)
     }
 }
 
@@ -79,16 +79,22 @@ impl server::GrpcInferenceService for InferenceService {
         &self,
         _: Request<pb::ServerReadyRequest>,
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
-        Ok(Response::new(pb::ServerReadyResponse { ready: true }))
+        let ready = self.serving.health();
+        if let Err(why) = &ready {
+            tracing::debug!("not ready: {why}");
+        }
+        Ok(Response::new(pb::ServerReadyResponse {
+            ready: ready.is_ok(),
+        }))
     }
 
     async fn model_ready(
         &self,
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
-        let ready = match self.serving.ready(&tenant, &r.name, &r.version) {
+        let ready = match self.serving.ready(&tenant, &r.name, &r.version).await {
             Ok(ready) => ready,
             Err(super::ServeError::NotFound(_)) => false,
             Err(e) => return Err(e.into()),
@@ -111,10 +117,10 @@ impl server::GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
-        let m = self.serving.resolve(&tenant, &r.name, &r.version)?;
-        let versions = self.serving.versions(&tenant, &m.name)?;
+        let m = self.serving.resolve(&tenant, &r.name, &r.version).await?;
+        let versions = self.serving.versions(&tenant, &m.name).await?;
         let meta = |t: &conduit_registry::TensorSpec| pb::model_metadata_response::TensorMetadata {
             name: t.name.clone(),
             datatype: t.datatype.clone(),
@@ -134,13 +140,19 @@ impl server::GrpcInferenceService for InferenceService {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let received = Instant::now();
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let timeout = grpc_timeout(&request);
         let request = request.into_inner();
         let (model, version) = (request.model_name.clone(), request.model_version.clone());
-        let mut infer = wire::decode_request(request).inspect_err(|e| {
-            self.serving.decode_failed(&tenant, &model, &version, e);
-        })?;
+        let mut infer = match wire::decode_request(request) {
+            Ok(infer) => infer,
+            Err(e) => {
+                self.serving
+                    .decode_failed(&tenant, &model, &version, &e)
+                    .await;
+                return Err(e.into());
+            }
+        };
         infer.received = Some(received);
         if let Some(t) = timeout {
             infer.timeout = Some(infer.timeout.map_or(t, |mine| mine.min(t)));
@@ -158,9 +170,12 @@ impl server::GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
-        let config = self.serving.model_config(&tenant, &r.name, &r.version)?;
+        let config = self
+            .serving
+            .model_config(&tenant, &r.name, &r.version)
+            .await?;
         Ok(Response::new(pb::ModelConfigResponse {
             config: Some(config),
         }))
@@ -170,9 +185,12 @@ impl server::GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::ModelStatisticsRequest>,
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
-        let stats = self.serving.statistics(&tenant, &r.name, &r.version)?;
+        let stats = self
+            .serving
+            .statistics(&tenant, &r.name, &r.version)
+            .await?;
         Ok(Response::new(pb::ModelStatisticsResponse {
             model_stats: stats.iter().map(|(k, c)| wire::statistics(k, c)).collect(),
         }))
@@ -182,9 +200,9 @@ impl server::GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::RepositoryIndexRequest>,
     ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
-        let models = self.serving.index(&tenant, r.ready)?;
+        let models = self.serving.index(&tenant, r.ready).await?;
         Ok(Response::new(pb::RepositoryIndexResponse {
             models: models
                 .into_iter()
@@ -202,7 +220,7 @@ impl server::GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
         self.serving
             .load(
@@ -218,9 +236,9 @@ impl server::GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
-        self.serving.unload(&tenant, &r.model_name)?;
+        self.serving.unload(&tenant, &r.model_name).await?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 }

@@ -30,7 +30,7 @@ pub fn router(serving: Serving) -> Router {
     Router::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(health))
-        .route("/v2/health/ready", get(health))
+        .route("/v2/health/ready", get(ready))
         .route("/v2/models/stats", get(all_statistics))
         .route("/v2/models/{name}", get(model_metadata))
         .route("/v2/models/{name}/versions/{version}", get(model_metadata))
@@ -140,11 +140,11 @@ fn model_path(path: Result<Path<ModelPath>, PathRejection>) -> Result<ModelPath,
         .map_err(|e| ServeError::InvalidInput(e.body_text()).into())
 }
 
-fn tenant(serving: &Serving, headers: &HeaderMap) -> Result<Tenant, HttpError> {
+async fn tenant(serving: &Serving, headers: &HeaderMap) -> Result<Tenant, HttpError> {
     let header = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or(""));
-    Ok(serving.authenticate(header)?)
+    Ok(serving.authenticate(header).await?)
 }
 
 /// The request body under this server's size cap and body-progress
@@ -237,6 +237,15 @@ async fn health() -> StatusCode {
     StatusCode::OK
 }
 
+/// 200 when the runner can serve; 503 with the reason otherwise (its
+/// registry unreachable, a model's executor down).
+async fn ready(State(serving): State<Serving>) -> Answer {
+    serving
+        .health()
+        .map_err(|why| HttpError::new(StatusCode::SERVICE_UNAVAILABLE, why))?;
+    Ok(StatusCode::OK.into_response())
+}
+
 async fn server_metadata() -> Response {
     json_response(&json!({
         "name": "conduit",
@@ -251,10 +260,11 @@ async fn model_metadata(
     path: Result<Path<ModelPath>, PathRejection>,
 ) -> Answer {
     let p = model_path(path)?;
-    let tenant = tenant(&serving, &headers)?;
-    let m = serving.resolve(&tenant, &p.name, &p.version)?;
+    let tenant = tenant(&serving, &headers).await?;
+    let m = serving.resolve(&tenant, &p.name, &p.version).await?;
     let versions: Vec<String> = serving
-        .versions(&tenant, &m.name)?
+        .versions(&tenant, &m.name)
+        .await?
         .into_iter()
         .map(|v| v.version)
         .collect();
@@ -275,8 +285,8 @@ async fn model_ready(
     path: Result<Path<ModelPath>, PathRejection>,
 ) -> Answer {
     let p = model_path(path)?;
-    let tenant = tenant(&serving, &headers)?;
-    let reason = match serving.ready(&tenant, &p.name, &p.version) {
+    let tenant = tenant(&serving, &headers).await?;
+    let reason = match serving.ready(&tenant, &p.name, &p.version).await {
         Ok(true) => return Ok(StatusCode::OK.into_response()),
         Ok(false) => format!("model `{}` is unloaded", p.name),
         Err(ServeError::NotFound(m)) => m,
@@ -291,15 +301,16 @@ async fn model_config(
     path: Result<Path<ModelPath>, PathRejection>,
 ) -> Answer {
     let p = model_path(path)?;
-    let tenant = tenant(&serving, &headers)?;
-    let config = serving.model_config(&tenant, &p.name, &p.version)?;
+    let tenant = tenant(&serving, &headers).await?;
+    let config = serving.model_config(&tenant, &p.name, &p.version).await?;
     Ok(json_response(&json::model_config(&config)))
 }
 
-fn statistics(serving: &Serving, headers: &HeaderMap, name: &str, version: &str) -> Answer {
-    let tenant = tenant(serving, headers)?;
+async fn statistics(serving: &Serving, headers: &HeaderMap, name: &str, version: &str) -> Answer {
+    let tenant = tenant(serving, headers).await?;
     let stats: Vec<_> = serving
-        .statistics(&tenant, name, version)?
+        .statistics(&tenant, name, version)
+        .await?
         .iter()
         .map(|(k, c)| wire::statistics(k, c))
         .collect();
@@ -307,7 +318,7 @@ fn statistics(serving: &Serving, headers: &HeaderMap, name: &str, version: &str)
 }
 
 async fn all_statistics(State(serving): State<Serving>, headers: HeaderMap) -> Answer {
-    statistics(&serving, &headers, "", "")
+    statistics(&serving, &headers, "", "").await
 }
 
 async fn model_statistics(
@@ -316,7 +327,7 @@ async fn model_statistics(
     path: Result<Path<ModelPath>, PathRejection>,
 ) -> Answer {
     let p = model_path(path)?;
-    statistics(&serving, &headers, &p.name, &p.version)
+    statistics(&serving, &headers, &p.name, &p.version).await
 }
 
 async fn infer(
@@ -327,11 +338,13 @@ async fn infer(
 ) -> Answer {
     let received = Instant::now();
     let p = model_path(path)?;
-    let tenant = tenant(&serving, &headers)?;
+    let tenant = tenant(&serving, &headers).await?;
     let (mut request, modes) = match decode_infer(&serving, &headers, body).await {
         Ok(decoded) => decoded,
         Err(e) => {
-            serving.decode_failed(&tenant, &p.name, &p.version, &e.as_serve_error());
+            serving
+                .decode_failed(&tenant, &p.name, &p.version, &e.as_serve_error())
+                .await;
             return Err(e);
         }
     };
@@ -409,11 +422,12 @@ async fn repository_index(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let tenant = tenant(&serving, &headers)?;
+    let tenant = tenant(&serving, &headers).await?;
     let body = request_body(&serving, body, &headers).await?;
     let r: IndexRequest = optional_json(&body)?;
     let models: Vec<Value> = serving
-        .index(&tenant, r.ready)?
+        .index(&tenant, r.ready)
+        .await?
         .into_iter()
         .map(|m| {
             json!({ "name": m.name, "version": m.version, "state": m.state, "reason": m.reason })
@@ -436,7 +450,7 @@ async fn repository_load(
     body: Body,
 ) -> Answer {
     let p = model_path(path)?;
-    let tenant = tenant(&serving, &headers)?;
+    let tenant = tenant(&serving, &headers).await?;
     let body = request_body(&serving, body, &headers).await?;
     let r: RepositoryRequest = optional_json(&body)?;
     serving
@@ -452,11 +466,11 @@ async fn repository_unload(
     body: Body,
 ) -> Answer {
     let p = model_path(path)?;
-    let tenant = tenant(&serving, &headers)?;
+    let tenant = tenant(&serving, &headers).await?;
     let body = request_body(&serving, body, &headers).await?;
     // `unload_dependents` (tritonclient always sends it) has nothing to act on.
     let _: RepositoryRequest = optional_json(&body)?;
-    serving.unload(&tenant, &p.name)?;
+    serving.unload(&tenant, &p.name).await?;
     Ok(json_response(&json!({})))
 }
 
@@ -464,7 +478,7 @@ async fn metrics(State(serving): State<Serving>, headers: HeaderMap) -> Answer {
     let header = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or(""));
-    serving.authorize_metrics(header)?;
+    serving.authorize_metrics(header).await?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -589,7 +603,7 @@ mod tests {
         })
         .unwrap();
         let serving = Serving::new(
-            registry,
+            std::sync::Arc::new(registry),
             runtime,
             Backends::default(),
             ServingConfig {

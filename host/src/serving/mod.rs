@@ -10,6 +10,7 @@
 mod encoding;
 mod engine;
 mod error;
+mod generational;
 pub mod grpc;
 mod held;
 pub mod http;
@@ -17,23 +18,31 @@ mod json;
 mod limits;
 mod listen;
 mod metrics;
+mod node;
+mod remote_source;
+mod source;
 pub mod wire;
 
 pub use error::{ServeError, StatusClass};
+use generational::Generational;
 pub use held::{HeldBody, HoldGuard, HoldGuardLayer};
 pub use limits::{ServingLimits, TenantServing};
 pub use listen::{ConnectionLimits, Limited, accept_limited, incoming, serve_http};
 pub use metrics::{Metrics, ModelCounters, ModelKey, RequestTiming};
+pub use node::{Node, NodeConfig, NodeError};
+pub use remote_source::{RemoteSource, RemoteSourceConfig};
+pub use source::{ModuleSource, SourceFuture};
 
 use crate::executor::{Backends, Executor, ModelCache};
 use crate::{
     Component, DataType, Digest, NamedTensors, Param, ParamValue, Runtime, Signature, TensorSpec,
 };
-use conduit_registry::{Kind, ListQuery, Manifest, PipelineDef, Registry, Tenant};
+use conduit_registry::{Kind, ListQuery, Manifest, PipelineDef, Tenant};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 /// The KServe v2 / Triton protocol extensions served.
 pub const EXTENSIONS: &[&str] = &[
@@ -145,7 +154,7 @@ pub struct Serving {
 }
 
 struct Inner {
-    registry: Registry,
+    source: Arc<dyn ModuleSource>,
     runtime: Runtime,
     backends: Backends,
     models: ModelCache,
@@ -156,19 +165,16 @@ struct Inner {
     unloaded: RwLock<HashSet<(String, String)>>,
     /// Tenants using each loaded executor (by [`executor_key`]).
     model_users: Mutex<HashMap<Digest, HashSet<String>>>,
-    /// Resolved references, valid while the registry's generation is unchanged.
-    resolved: Mutex<ResolveCache>,
+    /// (tenant, name, version) → manifest, valid while the source's
+    /// generation is unchanged (also (tenant, "", reference)).
+    resolved: Generational<(String, String, String), Manifest>,
+    /// (tenant, name prefix) → every matching manifest, likewise.
+    listed: Generational<(String, String), Arc<Vec<Manifest>>>,
+    /// blake3(API key) → tenant, likewise.
+    keys: Generational<[u8; 32], Tenant>,
+    /// Calls made to the source (resolutions, listings, blobs, keys).
+    source_reads: std::sync::atomic::AtomicU64,
 }
-
-/// (tenant, name, version) → manifest, as of one registry generation.
-#[derive(Default)]
-struct ResolveCache {
-    generation: u64,
-    entries: HashMap<(String, String, String), Manifest>,
-}
-
-/// Resolutions kept at most (a tenant can ask for any number of names).
-const RESOLVE_CACHE_ENTRIES: usize = 4096;
 
 impl std::fmt::Debug for Serving {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -185,10 +191,10 @@ struct Target {
 }
 
 impl Serving {
-    /// A data plane over `registry`, running components in `runtime` and
-    /// models in `backends`.
+    /// A data plane over the modules `source` names, running components in
+    /// `runtime` and models in `backends`.
     pub fn new(
-        registry: Registry,
+        source: Arc<dyn ModuleSource>,
         runtime: Runtime,
         backends: Backends,
         config: ServingConfig,
@@ -196,7 +202,7 @@ impl Serving {
         Self {
             inner: Arc::new(Inner {
                 models: ModelCache::new(config.model_memory_budget),
-                registry,
+                source,
                 runtime,
                 backends,
                 pipelines: Mutex::default(),
@@ -205,7 +211,11 @@ impl Serving {
                 admission: Mutex::default(),
                 unloaded: RwLock::default(),
                 model_users: Mutex::default(),
-                resolved: Mutex::default(),
+                // A tenant can ask for any number of names: bounded.
+                resolved: Generational::new(4096),
+                listed: Generational::new(256),
+                keys: Generational::new(4096),
+                source_reads: Default::default(),
             }),
         }
     }
@@ -213,6 +223,35 @@ impl Serving {
     /// The configuration.
     pub fn config(&self) -> &ServingConfig {
         &self.inner.config
+    }
+
+    /// Whether this runner can serve (readiness): its module source is
+    /// linked and every loaded executor is healthy.
+    ///
+    /// # Errors
+    /// Why not, in words.
+    pub fn health(&self) -> Result<(), String> {
+        self.inner.source.link()?;
+        for executor in self.inner.models.executors() {
+            executor.health().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The module source, for a read (counted).
+    fn read(&self) -> &dyn ModuleSource {
+        self.inner
+            .source_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &*self.inner.source
+    }
+
+    /// Calls made to the module source so far: resolutions, listings, blob
+    /// fetches, key checks. A warm, pinned pipeline makes none per request.
+    pub fn source_reads(&self) -> u64 {
+        self.inner
+            .source_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The counters.
@@ -224,9 +263,20 @@ impl Serving {
     ///
     /// # Errors
     /// [`ServeError::Unauthenticated`] for a missing, malformed or unknown key.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Tenant, ServeError> {
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Tenant, ServeError> {
         let key = conduit_registry::bearer_key(authorization)?;
-        Ok(self.inner.registry.authenticate(key)?)
+        // Keys are checked with the source once per generation (a rotated
+        // key moves it), then from here: no registry read per request.
+        let hash = *blake3::hash(key.as_bytes()).as_bytes();
+        let generation = self.inner.source.generation();
+        let tenant = self
+            .inner
+            .keys
+            .get_or_try(generation, hash, async {
+                self.read().authenticate(key).await
+            })
+            .await?;
+        Ok(tenant)
     }
 
     /// Whether an `authorization` header may read `/metrics`: the configured
@@ -235,7 +285,7 @@ impl Serving {
     /// # Errors
     /// [`ServeError::Unauthenticated`] otherwise (a tenant key included:
     /// the metrics name every tenant's models).
-    pub fn authorize_metrics(&self, authorization: Option<&str>) -> Result<(), ServeError> {
+    pub async fn authorize_metrics(&self, authorization: Option<&str>) -> Result<(), ServeError> {
         let refused = || {
             ServeError::Unauthenticated(
                 "/metrics needs `authorization: Bearer <key>` with the metrics key or an admin \
@@ -254,7 +304,7 @@ impl Serving {
                 return Ok(());
             }
         }
-        match self.inner.registry.authenticate(key) {
+        match self.authenticate(authorization).await {
             Ok(tenant) if tenant.admin => Ok(()),
             _ => Err(refused()),
         }
@@ -265,7 +315,7 @@ impl Serving {
     ///
     /// # Errors
     /// [`ServeError::NotFound`] when it does not exist for this tenant.
-    pub fn resolve(
+    pub async fn resolve(
         &self,
         tenant: &Tenant,
         name: &str,
@@ -274,32 +324,45 @@ impl Serving {
         if name.is_empty() {
             return Err(ServeError::InvalidInput("a model name is required".into()));
         }
-        // The registry is read (and the manifest parsed) once per reference
-        // and registry change, not on every request.
-        let generation = self.inner.registry.generation();
         let key = (tenant.name.clone(), name.to_string(), version.to_string());
-        {
-            let mut cache = self.inner.resolved.lock().expect("resolve cache lock");
-            if cache.generation != generation {
-                cache.entries.clear();
-                cache.generation = generation;
-            }
-            if let Some(m) = cache.entries.get(&key) {
-                return Ok(m.clone());
-            }
-        }
-        let manifest = self.resolve_uncached(tenant, name, version)?;
-        let mut cache = self.inner.resolved.lock().expect("resolve cache lock");
-        if cache.generation == generation {
-            if cache.entries.len() >= RESOLVE_CACHE_ENTRIES {
-                cache.entries.clear();
-            }
-            cache.entries.insert(key, manifest.clone());
-        }
-        Ok(manifest)
+        self.cached(key, self.resolve_uncached(tenant, name, version))
+            .await
     }
 
-    fn resolve_uncached(
+    /// What a reference (`name`, `name@version`, `name:tag`, a digest)
+    /// resolves to for `tenant`: a pipeline's steps, a component's
+    /// `model.infer`. Cached like [`Serving::resolve`].
+    ///
+    /// # Errors
+    /// As the source reports them.
+    pub async fn resolve_reference_cached(
+        &self,
+        tenant: &Tenant,
+        reference: &str,
+    ) -> Result<Manifest, ServeError> {
+        // An empty name never reaches the cache through `resolve`: no clash.
+        let key = (tenant.name.clone(), String::new(), reference.to_string());
+        self.cached(key, async {
+            Ok(self.read().resolve(tenant, reference).await?)
+        })
+        .await
+    }
+
+    /// The source is read (and the manifest parsed) once per reference and
+    /// source generation, not on every request.
+    async fn cached(
+        &self,
+        key: (String, String, String),
+        resolve: impl std::future::Future<Output = Result<Manifest, ServeError>>,
+    ) -> Result<Manifest, ServeError> {
+        let generation = self.inner.source.generation();
+        self.inner
+            .resolved
+            .get_or_try(generation, key, resolve)
+            .await
+    }
+
+    async fn resolve_uncached(
         &self,
         tenant: &Tenant,
         name: &str,
@@ -308,7 +371,7 @@ impl Serving {
         if let Some(prefix) = triton_version(version) {
             // Triton numbers versions 1, 2, 3…; Conduit's are semver. `N`
             // (or `N.M`) names the highest release `N.x.y` (`N.M.y`).
-            let releases = self.versions(tenant, name)?;
+            let releases = self.versions(tenant, name).await?;
             let best = releases.iter().rev().find(|m| {
                 semver::Version::parse(&m.version).is_ok_and(|v| {
                     v.pre.is_empty()
@@ -322,6 +385,7 @@ impl Serving {
             // A tag may be spelled like a number.
             return self
                 .resolve_reference(tenant, name, version)
+                .await
                 .map_err(|e| match e {
                     ServeError::NotFound(_) => ServeError::NotFound(format!(
                         "model `{name}` version `{version}` not found: Conduit versions are semver \
@@ -340,19 +404,19 @@ impl Serving {
                     other => other,
                 });
         }
-        self.resolve_reference(tenant, name, version)
+        self.resolve_reference(tenant, name, version).await
     }
 
-    fn resolve_reference(
+    async fn resolve_reference(
         &self,
         tenant: &Tenant,
         name: &str,
         version: &str,
     ) -> Result<Manifest, ServeError> {
         let manifest = self
-            .inner
-            .registry
+            .read()
             .resolve_in_module(tenant, name, version)
+            .await
             .map_err(|e| match e {
                 conduit_registry::RegistryError::NotFound(_)
                 | conduit_registry::RegistryError::InvalidArgument(_) => {
@@ -373,8 +437,13 @@ impl Serving {
         Ok(manifest)
     }
 
-    fn target(&self, tenant: &Tenant, name: &str, version: &str) -> Result<Target, ServeError> {
-        let manifest = self.resolve(tenant, name, version)?;
+    async fn target(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        version: &str,
+    ) -> Result<Target, ServeError> {
+        let manifest = self.resolve(tenant, name, version).await?;
         if self.is_unloaded(&tenant.name, name) {
             return Err(ServeError::Unavailable(format!(
                 "model `{name}` is unloaded; load it (RepositoryModelLoad) to serve it again"
@@ -400,8 +469,13 @@ impl Serving {
     ///
     /// # Errors
     /// [`ServeError::NotFound`] when it does not exist.
-    pub fn ready(&self, tenant: &Tenant, name: &str, version: &str) -> Result<bool, ServeError> {
-        self.resolve(tenant, name, version)?;
+    pub async fn ready(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        version: &str,
+    ) -> Result<bool, ServeError> {
+        self.resolve(tenant, name, version).await?;
         Ok(!self.is_unloaded(&tenant.name, name))
     }
 
@@ -414,8 +488,29 @@ impl Serving {
         tenant: &Tenant,
         request: InferRequest,
     ) -> Result<InferResponse, ServeError> {
+        // One span per request (its steps and executor batches nest in it):
+        // what an OpenTelemetry layer exports as the request's trace.
+        let span = tracing::info_span!(
+            "infer",
+            tenant = %tenant.name,
+            model = %request.model,
+            id = %request.id,
+            version = tracing::field::Empty,
+            digest = tracing::field::Empty,
+        );
+        self.infer_in_span(tenant, request, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn infer_in_span(
+        &self,
+        tenant: &Tenant,
+        request: InferRequest,
+        span: &tracing::Span,
+    ) -> Result<InferResponse, ServeError> {
         let started = request.received.unwrap_or_else(Instant::now);
-        let target = match self.target(tenant, &request.model, &request.version) {
+        let target = match self.target(tenant, &request.model, &request.version).await {
             Ok(t) => t,
             Err(e) => {
                 // An unknown name gets no series of its own: clients must
@@ -429,6 +524,8 @@ impl Serving {
                 return Err(e);
             }
         };
+        span.record("version", target.manifest.version.as_str());
+        span.record("digest", tracing::field::display(&target.manifest.digest));
         let metrics = &self.inner.metrics;
         metrics.begin(&target.key);
         let result = self.infer_target(tenant, &target, request).await;
@@ -449,12 +546,18 @@ impl Serving {
     /// it could not be decoded, or its body was too large. Counted as a
     /// failure of the model it names when that exists for `tenant`, with
     /// reason `decode` for a malformed request.
-    pub fn decode_failed(&self, tenant: &Tenant, model: &str, version: &str, error: &ServeError) {
+    pub async fn decode_failed(
+        &self,
+        tenant: &Tenant,
+        model: &str,
+        version: &str,
+        error: &ServeError,
+    ) {
         let reason = match error {
             ServeError::InvalidInput(_) => "decode",
             e => e.reason(),
         };
-        match self.resolve(tenant, model, version) {
+        match self.resolve(tenant, model, version).await {
             Ok(m) => {
                 let key = ModelKey {
                     tenant: tenant.name.clone(),
@@ -610,11 +713,7 @@ impl Serving {
     }
 
     async fn blob(&self, tenant: &Tenant, digest: Digest) -> Result<bytes::Bytes, ServeError> {
-        let (registry, tenant) = (self.inner.registry.clone(), tenant.clone());
-        tokio::task::spawn_blocking(move || registry.blob(&tenant, &digest))
-            .await
-            .map_err(|e| ServeError::Internal(format!("blob read task failed: {e}")))?
-            .map_err(ServeError::from)
+        Ok(self.read().fetch(tenant, &digest).await?)
     }
 
     /// The loaded executor of a model manifest, loading it on first use.
@@ -711,7 +810,7 @@ impl Serving {
     ///
     /// # Errors
     /// [`ServeError::NotFound`] for an unknown name or version.
-    pub fn statistics(
+    pub async fn statistics(
         &self,
         tenant: &Tenant,
         name: &str,
@@ -719,9 +818,9 @@ impl Serving {
     ) -> Result<Vec<(ModelKey, ModelCounters)>, ServeError> {
         let mut version = version.to_string();
         if !name.is_empty() && !version.is_empty() {
-            version = self.resolve(tenant, name, &version)?.version;
+            version = self.resolve(tenant, name, &version).await?.version;
         } else if !name.is_empty() {
-            self.resolve(tenant, name, "")?;
+            self.resolve(tenant, name, "").await?;
         }
         let mut counters: HashMap<ModelKey, ModelCounters> = self
             .inner
@@ -730,12 +829,14 @@ impl Serving {
             .into_iter()
             .collect();
         let listed = if name.is_empty() {
-            self.index(tenant, true)?
+            self.index(tenant, true)
+                .await?
                 .into_iter()
                 .map(|e| (e.name, e.version))
                 .collect::<Vec<_>>()
         } else {
-            self.versions(tenant, name)?
+            self.versions(tenant, name)
+                .await?
                 .into_iter()
                 .map(|m| (m.name, m.version))
                 .collect()
@@ -761,21 +862,14 @@ impl Serving {
     ///
     /// # Errors
     /// [`ServeError::Internal`] when the registry cannot be read.
-    pub fn versions(&self, tenant: &Tenant, name: &str) -> Result<Vec<Manifest>, ServeError> {
-        let mut out = Vec::new();
-        let mut query = ListQuery {
-            name_prefix: name.to_string(),
-            page_size: 1000,
-            ..ListQuery::default()
-        };
-        loop {
-            let (page, next) = self.inner.registry.list(tenant, &query)?;
-            out.extend(page.into_iter().filter(|m| m.name == name));
-            if next.is_empty() {
-                break;
-            }
-            query.page_token = next;
-        }
+    pub async fn versions(&self, tenant: &Tenant, name: &str) -> Result<Vec<Manifest>, ServeError> {
+        let mut out: Vec<Manifest> = self
+            .listing(tenant, name)
+            .await?
+            .iter()
+            .filter(|m| m.name == name)
+            .cloned()
+            .collect();
         out.sort_by(|a, b| {
             match (
                 semver::Version::parse(&a.version),
@@ -792,35 +886,58 @@ impl Serving {
     ///
     /// # Errors
     /// [`ServeError::Internal`] when the registry cannot be read.
-    pub fn index(&self, tenant: &Tenant, ready_only: bool) -> Result<Vec<IndexEntry>, ServeError> {
+    pub async fn index(
+        &self,
+        tenant: &Tenant,
+        ready_only: bool,
+    ) -> Result<Vec<IndexEntry>, ServeError> {
         let mut out = Vec::new();
-        let mut query = ListQuery {
-            page_size: 1000,
-            ..ListQuery::default()
-        };
-        loop {
-            let (page, next) = self.inner.registry.list(tenant, &query)?;
-            for m in page {
-                let unloaded = self.is_unloaded(&tenant.name, &m.name);
-                if ready_only && unloaded {
-                    continue;
-                }
-                out.push(IndexEntry {
-                    name: m.name,
-                    version: m.version,
-                    state: if unloaded { "UNAVAILABLE" } else { "READY" },
-                    reason: if unloaded {
-                        "unloaded".into()
-                    } else {
-                        String::new()
-                    },
-                });
+        for m in self.listing(tenant, "").await?.iter() {
+            let unloaded = self.is_unloaded(&tenant.name, &m.name);
+            if ready_only && unloaded {
+                continue;
             }
-            if next.is_empty() {
-                return Ok(out);
-            }
-            query.page_token = next;
+            out.push(IndexEntry {
+                name: m.name.clone(),
+                version: m.version.clone(),
+                state: if unloaded { "UNAVAILABLE" } else { "READY" },
+                reason: if unloaded {
+                    "unloaded".into()
+                } else {
+                    String::new()
+                },
+            });
         }
+        Ok(out)
+    }
+
+    /// Every module of `tenant` whose name starts with `prefix`, all pages,
+    /// cached like resolutions (a runner apart from its registry answers
+    /// metadata from here while the registry is down).
+    async fn listing(
+        &self,
+        tenant: &Tenant,
+        prefix: &str,
+    ) -> Result<Arc<Vec<Manifest>>, ServeError> {
+        let generation = self.inner.source.generation();
+        let key = (tenant.name.clone(), prefix.to_string());
+        let list = async {
+            let mut out = Vec::new();
+            let mut query = ListQuery {
+                name_prefix: prefix.to_string(),
+                page_size: 1000,
+                ..ListQuery::default()
+            };
+            loop {
+                let (page, next) = self.read().list(tenant, &query).await?;
+                out.extend(page);
+                if next.is_empty() {
+                    return Ok::<_, ServeError>(Arc::new(out));
+                }
+                query.page_token = next;
+            }
+        };
+        self.inner.listed.get_or_try(generation, key, list).await
     }
 
     /// Makes `name` servable again and loads its latest version (models
@@ -851,7 +968,7 @@ impl Serving {
                  a new version with the settings you want"
             )));
         }
-        let manifest = self.resolve(tenant, name, "")?;
+        let manifest = self.resolve(tenant, name, "").await?;
         self.inner
             .unloaded
             .write()
@@ -867,10 +984,7 @@ impl Serving {
             Kind::Pipeline => {
                 let def = self.pipeline(tenant, manifest).await?;
                 for step in &def.steps {
-                    let m = self
-                        .inner
-                        .registry
-                        .resolve(tenant, &step.digest.to_string())?;
+                    let m = self.step_manifest(tenant, step).await?;
                     self.inner
                         .unloaded
                         .write()
@@ -888,8 +1002,8 @@ impl Serving {
     ///
     /// # Errors
     /// [`ServeError::NotFound`] for an unknown model.
-    pub fn unload(&self, tenant: &Tenant, name: &str) -> Result<(), ServeError> {
-        let manifest = self.resolve(tenant, name, "")?;
+    pub async fn unload(&self, tenant: &Tenant, name: &str) -> Result<(), ServeError> {
+        let manifest = self.resolve(tenant, name, "").await?;
         self.inner
             .unloaded
             .write()
@@ -941,13 +1055,13 @@ impl Serving {
     ///
     /// # Errors
     /// [`ServeError::NotFound`] when it does not exist.
-    pub fn model_config(
+    pub async fn model_config(
         &self,
         tenant: &Tenant,
         name: &str,
         version: &str,
     ) -> Result<conduit_proto::inference::ModelConfig, ServeError> {
-        let m = self.resolve(tenant, name, version)?;
+        let m = self.resolve(tenant, name, version).await?;
         let (max_batch, delay_us) = match m.kind {
             Kind::Model => {
                 let c = self
