@@ -3,7 +3,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use conduit_host::{CallContext, Param, ParamValue, Runtime, RuntimeConfig, Tensor};
+use conduit_runtime::{CallContext, Param, ParamValue, Runtime, RuntimeConfig};
+use conduit_types::Tensor;
 use std::path::{Path, PathBuf};
 
 mod infer;

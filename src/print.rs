@@ -1,6 +1,6 @@
 //! Human-readable tensor printing for the CLI.
 
-use conduit_host::{DataType, Tensor};
+use conduit_types::{DataType, Tensor};
 use std::fmt::Write;
 
 /// `name: DTYPE [shape]` then one line per row of the first dimension.

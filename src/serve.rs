@@ -4,8 +4,8 @@
 //! data plane apart from a registry it reaches over gRPC.
 
 use anyhow::{Context, Result};
-use conduit_host::serving::{ConnectionLimits, Node, NodeConfig, ServingConfig, ServingLimits};
 use conduit_registry::TenantLimits;
+use conduit_runner::{ConnectionLimits, Node, NodeConfig, ServingConfig, ServingLimits};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

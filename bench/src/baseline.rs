@@ -19,10 +19,10 @@
 //! ```
 
 use anyhow::{Context, Result, bail, ensure};
-use conduit_host::executor::{Backend, BackendKind, Backends};
-use conduit_host::{
-    CallContext, NamedTensors, Param, ParamValue, Runtime, RuntimeConfig, Tensor, onnx_signature,
-};
+use conduit_executor::onnx_signature;
+use conduit_executor::{Backend, BackendKind, Backends};
+use conduit_runtime::{CallContext, Param, ParamValue, Runtime, RuntimeConfig};
+use conduit_types::{NamedTensors, Tensor};
 use serde_json::{Value, json};
 use std::hint::black_box;
 use std::path::PathBuf;

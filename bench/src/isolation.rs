@@ -5,7 +5,8 @@
 //! the configured instance-memory budget (goal: under it) and 0 deaths.
 
 use anyhow::Result;
-use conduit_host::{CallContext, Component, Param, ParamValue, Runtime, SandboxLimits, Tensor};
+use conduit_runtime::{CallContext, Component, Param, ParamValue, Runtime, SandboxLimits};
+use conduit_types::Tensor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

@@ -29,9 +29,10 @@ mod registration;
 mod serving;
 
 use anyhow::{Context, Result, bail};
-use conduit_host::{
-    CallContext, Component, Param, ParamValue, Runtime, RuntimeConfig, SandboxLimits, Tensor,
+use conduit_runtime::{
+    CallContext, Component, Param, ParamValue, Runtime, RuntimeConfig, SandboxLimits,
 };
+use conduit_types::Tensor;
 use harness::{Budget, Stats, time_async, time_sync, us};
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -59,7 +60,7 @@ fn main() -> Result<()> {
     let mut isolation_only = false;
     let mut overhead_json: Option<PathBuf> = None;
     let mut model = PathBuf::from("testdata/minilm/model.onnx");
-    let mut engine = conduit_host::EngineConfig::default();
+    let mut engine = conduit_runtime::EngineConfig::default();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--components" => {
@@ -192,7 +193,7 @@ async fn run(
     dir: PathBuf,
     model: PathBuf,
     budget: Budget,
-    engine: conduit_host::EngineConfig,
+    engine: conduit_runtime::EngineConfig,
     overhead_only: bool,
     smoke: bool,
 ) -> Result<()> {

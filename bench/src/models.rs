@@ -4,8 +4,9 @@
 
 use crate::harness::{Budget, time_async, time_sync};
 use anyhow::{Context, Result};
-use conduit_host::executor::{Backend, BackendKind, Backends, BatchConfig, Executor, ModelConfig};
-use conduit_host::{NamedTensors, Tensor, onnx_signature};
+use conduit_executor::onnx_signature;
+use conduit_executor::{Backend, BackendKind, Backends, BatchConfig, Executor, ModelConfig};
+use conduit_types::{NamedTensors, Tensor};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

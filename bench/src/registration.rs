@@ -4,12 +4,12 @@
 //! the compiled form in the shared disk cache.
 
 use anyhow::{Context, Result};
-use conduit_host::{
-    CallContext, Catalog, Param, ParamValue, Runtime, RuntimeConfig, RuntimeValidator, Tensor,
-};
 use conduit_registry::{
     Kind, PushProgress, Registry, RegistryClient, RegistryConfig, TenantLimits,
 };
+use conduit_runner::{Catalog, RuntimeValidator};
+use conduit_runtime::{CallContext, Param, ParamValue, Runtime, RuntimeConfig};
+use conduit_types::Tensor;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,7 +41,7 @@ pub async fn measure(tokenizer: &[u8], scratch: &Path) -> Result<Sample> {
         config,
         Arc::new(RuntimeValidator::new(
             runtime.clone(),
-            conduit_host::executor::Backends::detect(None),
+            conduit_executor::Backends::detect(None),
         )),
     )?;
     let key = bootstrap

@@ -35,7 +35,6 @@
 mod blob;
 mod client;
 mod convert;
-mod digest;
 mod error;
 mod local;
 mod manifest;
@@ -49,7 +48,7 @@ mod validate;
 
 pub use blob::{BlobError, BlobInfo, BlobStore, BlobWriter, Committed};
 pub use client::{ClientError, PushProgress, RegistryClient};
-pub use digest::{Digest, DigestParseError};
+pub use conduit_types::{Digest, DigestParseError};
 pub use error::RegistryError;
 pub use local::LocalBlobStore;
 pub use manifest::{ExecutorHints, Kind, Manifest, Signature, TensorSpec};

@@ -2,7 +2,8 @@
 //! a well-behaved component keeps answering; bad binaries are rejected at load.
 
 use crate::common::*;
-use conduit_host::{RuntimeError, SandboxLimits, Tensor};
+use conduit_runtime::{RuntimeError, SandboxLimits};
+use conduit_types::Tensor;
 use std::time::Duration;
 
 /// One attack: the `attack` param and a check on the error it must produce.

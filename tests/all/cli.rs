@@ -64,7 +64,7 @@ fn describe_prints_world_and_signature() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let digest = conduit_host::Digest::of(&std::fs::read(&path).unwrap());
+    let digest = conduit_types::Digest::of(&std::fs::read(&path).unwrap());
     assert!(stdout.contains(&format!("digest: {digest}")), "{stdout}");
     assert!(stdout.contains("world:  pipeline"), "{stdout}");
     assert!(

@@ -1,6 +1,7 @@
 //! Shared harness: where the built components are, and a shared runtime.
 
-use conduit_host::{EngineConfig, Runtime, RuntimeConfig, Tensor};
+use conduit_runtime::{EngineConfig, Runtime, RuntimeConfig};
+use conduit_types::Tensor;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -78,27 +79,27 @@ pub fn output<'a>(outputs: &'a [(String, Tensor)], name: &str) -> &'a Tensor {
 }
 
 /// A string parameter.
-pub fn str_param(name: &str, value: &str) -> conduit_host::Param {
-    conduit_host::Param {
+pub fn str_param(name: &str, value: &str) -> conduit_runtime::Param {
+    conduit_runtime::Param {
         name: name.into(),
-        value: conduit_host::ParamValue::String(value.into()),
+        value: conduit_runtime::ParamValue::String(value.into()),
     }
 }
 
 /// An integer parameter.
-pub fn int_param(name: &str, value: i64) -> conduit_host::Param {
-    conduit_host::Param {
+pub fn int_param(name: &str, value: i64) -> conduit_runtime::Param {
+    conduit_runtime::Param {
         name: name.into(),
-        value: conduit_host::ParamValue::Int64(value),
+        value: conduit_runtime::ParamValue::Int64(value),
     }
 }
 
 /// A call for the test tenant with `limits` and `models`.
 pub fn ctx(
-    limits: conduit_host::SandboxLimits,
-    models: Option<std::sync::Arc<dyn conduit_host::ModelBackend>>,
-) -> conduit_host::CallContext {
-    conduit_host::CallContext {
+    limits: conduit_runtime::SandboxLimits,
+    models: Option<std::sync::Arc<dyn conduit_runtime::ModelBackend>>,
+) -> conduit_runtime::CallContext {
+    conduit_runtime::CallContext {
         tenant: "test".into(),
         limits,
         models,

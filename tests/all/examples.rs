@@ -2,9 +2,8 @@
 //! pipeline-world example drives models through the `model` import.
 
 use crate::common::*;
-use conduit_host::{
-    GuestError, InferFuture, ModelBackend, NamedTensors, RuntimeError, SandboxLimits, Tensor,
-};
+use conduit_runtime::{GuestError, InferFuture, ModelBackend, RuntimeError, SandboxLimits};
+use conduit_types::{NamedTensors, Tensor};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -216,7 +215,7 @@ fn two_tokens() -> Vec<(String, Tensor)> {
 /// model at once (one batch), instead of one at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_waiting_on_a_model_free_their_compute_slot() {
-    let rt = runtime_with(conduit_host::EngineConfig {
+    let rt = runtime_with(conduit_runtime::EngineConfig {
         compute_threads: 2,
         max_running_per_tenant: 1,
         // Warm instances stay: a slot they kept would never come back.

@@ -4,10 +4,11 @@
 //! onnxruntime's outputs.
 
 use crate::common::workspace_root;
-use conduit_host::executor::{
+use conduit_executor::onnx_signature;
+use conduit_executor::{
     Backend, BatchConfig, Device, Executor, ExecutorError, ModelCache, ModelConfig, OrtBackend,
 };
-use conduit_host::{Digest, NamedTensors, Tensor, onnx_signature};
+use conduit_types::{Digest, NamedTensors, Tensor};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -400,9 +401,9 @@ async fn ort_minilm_matches_python_onnxruntime() {
 async fn tract_minilm_matches_python_onnxruntime() {
     let config = ModelConfig {
         name: "minilm".into(),
-        backend: conduit_host::executor::BackendKind::Tract,
+        backend: conduit_executor::BackendKind::Tract,
         ..ModelConfig::default()
     };
-    let tract: Arc<dyn Backend> = Arc::new(conduit_host::executor::TractBackend::new());
+    let tract: Arc<dyn Backend> = Arc::new(conduit_executor::TractBackend::new());
     matches_python_onnxruntime(start(tract, &minilm(), config).unwrap()).await;
 }

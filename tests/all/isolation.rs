@@ -5,10 +5,11 @@
 
 use crate::common::*;
 use crate::serving::{Plane, expect_code, infer, outputs, push, raw_request};
-use conduit_host::serving::ServingConfig;
-use conduit_host::{CallContext, EngineConfig, Runtime, SandboxLimits, Tensor};
 use conduit_proto::inference::{self as pb, infer_parameter::ParameterChoice};
 use conduit_registry::{Kind, PushProgress};
+use conduit_runner::ServingConfig;
+use conduit_runtime::{CallContext, EngineConfig, Runtime, SandboxLimits};
+use conduit_types::Tensor;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 use tonic::Code;
@@ -275,7 +276,7 @@ fn status_of(s: &mut std::net::TcpStream) -> u16 {
 async fn answers_are_capped_and_permits_last_until_sent() {
     let plane = Plane::start_with(
         ServingConfig {
-            limits: conduit_host::serving::ServingLimits::from_toml(
+            limits: conduit_runner::ServingLimits::from_toml(
                 "[default]\nmax_concurrent_requests = 1\n",
             )
             .unwrap(),
@@ -369,7 +370,7 @@ async fn answers_are_capped_and_permits_last_until_sent() {
 async fn idle_and_trickling_connections_are_closed_and_bounded() {
     let plane = Plane::start_with(
         ServingConfig {
-            connections: conduit_host::serving::ConnectionLimits {
+            connections: conduit_runner::ConnectionLimits {
                 max_connections: 4,
                 header_read_timeout: Duration::from_millis(500),
                 body_progress_timeout: Duration::from_millis(500),

@@ -85,7 +85,7 @@ fn rust_log_shows_each_request_and_step_span() {
         &[],
         &[(
             "RUST_LOG",
-            "warn,conduit_host::serving=info,conduit_host::executor=trace",
+            "warn,conduit_runner=info,conduit_executor=trace",
         )],
     );
     let key = server.key.clone().unwrap();

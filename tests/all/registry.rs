@@ -2,15 +2,14 @@
 //! runtime validating pushes, driven through the real client.
 
 use crate::common::{TempDir, component_bytes, with_custom_section};
-use conduit_host::{
-    CallContext, Catalog, EngineConfig, Param, ParamValue, Runtime, RuntimeConfig,
-    RuntimeValidator, Tensor,
-};
 use conduit_registry::Code;
 use conduit_registry::{
     Digest, ExecutorHints, Kind, ListQuery, PushProgress, Registry, RegistryClient, RegistryConfig,
     Tenant, TenantLimits,
 };
+use conduit_runner::{Catalog, RuntimeValidator};
+use conduit_runtime::{CallContext, EngineConfig, Param, ParamValue, Runtime, RuntimeConfig};
+use conduit_types::Tensor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -48,7 +47,7 @@ impl TestRegistry {
             config,
             Arc::new(RuntimeValidator::new(
                 runtime.clone(),
-                conduit_host::executor::Backends::detect(None),
+                conduit_executor::Backends::detect(None),
             )),
         )
         .unwrap();

@@ -5,8 +5,9 @@
 
 use crate::common::workspace_root;
 use crate::executor::{batching, fixture, ort, start};
-use conduit_host::executor::{Backend, ExecutorError, ModelConfig, RemoteBackend};
-use conduit_host::{NamedTensors, Tensor, onnx_signature};
+use conduit_executor::onnx_signature;
+use conduit_executor::{Backend, ExecutorError, ModelConfig, RemoteBackend};
+use conduit_types::{NamedTensors, Tensor};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

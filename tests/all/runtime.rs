@@ -2,7 +2,8 @@
 //! handle API, concurrency, the disk cache, admission.
 
 use crate::common::*;
-use conduit_host::{DataType, Digest, RuntimeError, SandboxLimits, Tensor, TensorSpec, World};
+use conduit_runtime::{RuntimeError, SandboxLimits};
+use conduit_types::{DataType, Digest, Tensor, TensorSpec, World};
 use std::sync::Arc;
 
 #[tokio::test]
@@ -31,7 +32,7 @@ async fn loads_examples_and_reads_their_signatures() {
 async fn tensor_ops(
     op: &str,
     inputs: Vec<(String, Tensor)>,
-    extra: Vec<conduit_host::Param>,
+    extra: Vec<conduit_runtime::Param>,
 ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
     let rt = runtime();
     let c = rt.load(&component_bytes("tensor-ops")).await.unwrap();
@@ -189,15 +190,15 @@ async fn many_concurrent_calls_each_get_their_own_answer() {
 async fn compiled_components_are_cached_on_disk() {
     let dir = std::env::temp_dir().join(format!("conduit-cache-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let config = || conduit_host::RuntimeConfig {
-        engine: conduit_host::EngineConfig {
+    let config = || conduit_runtime::RuntimeConfig {
+        engine: conduit_runtime::EngineConfig {
             max_instances: 4,
             ..Default::default()
         },
         cache_dir: Some(dir.clone()),
     };
     let bytes = component_bytes("softmax-topk");
-    let first = conduit_host::Runtime::new(config()).unwrap();
+    let first = conduit_runtime::Runtime::new(config()).unwrap();
     first.load(&bytes).await.unwrap();
     let cached: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -210,7 +211,7 @@ async fn compiled_components_are_cached_on_disk() {
             .contains(&Digest::of(&bytes).hex())
     );
     // A second runtime (same engine settings) loads from the cache and runs.
-    let second = conduit_host::Runtime::new(config()).unwrap();
+    let second = conduit_runtime::Runtime::new(config()).unwrap();
     let c = second.load(&bytes).await.unwrap();
     let x = Tensor::from_f32(vec![1, 2], &[0.0, 1.0]).unwrap();
     let out = second
@@ -225,7 +226,7 @@ async fn compiled_components_are_cached_on_disk() {
     assert_eq!(output(&out, "indices").to_i64().unwrap(), vec![1, 0]);
     // A corrupt cache entry is discarded and recompiled, never trusted.
     std::fs::write(&cached[0], b"garbage").unwrap();
-    let third = conduit_host::Runtime::new(config()).unwrap();
+    let third = conduit_runtime::Runtime::new(config()).unwrap();
     assert!(third.load(&bytes).await.is_ok());
     // So is a valid artifact of *another* component put in its place (what
     // anyone who can write the cache directory could do to run their code
@@ -240,7 +241,7 @@ async fn compiled_components_are_cached_on_disk() {
             .unwrap()
     };
     std::fs::copy(artifact(&Digest::of(&other)), artifact(&Digest::of(&bytes))).unwrap();
-    let fourth = conduit_host::Runtime::new(config()).unwrap();
+    let fourth = conduit_runtime::Runtime::new(config()).unwrap();
     let c = fourth.load(&bytes).await.unwrap();
     let outputs: Vec<_> = c
         .signature()
@@ -259,7 +260,7 @@ async fn compiled_components_are_cached_on_disk() {
     let mut forged = sealed.clone();
     forged[0] ^= 0xff;
     std::fs::write(&path, &forged).unwrap();
-    let fifth = conduit_host::Runtime::new(config()).unwrap();
+    let fifth = conduit_runtime::Runtime::new(config()).unwrap();
     fifth.load(&bytes).await.unwrap();
     assert_eq!(
         std::fs::read(&path).unwrap(),
@@ -275,7 +276,7 @@ async fn compiled_components_are_cached_on_disk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pool_fails_fast_with_overloaded() {
-    let rt = runtime_with(conduit_host::EngineConfig {
+    let rt = runtime_with(conduit_runtime::EngineConfig {
         max_instances: 2,
         max_waiting_calls: 0,
         // The slots, not the tenant's share of the compute pool, must be what fills.
@@ -344,9 +345,9 @@ async fn a_full_pool_fails_fast_with_overloaded() {
 }
 
 async fn counter(
-    rt: &conduit_host::Runtime,
-    c: &std::sync::Arc<conduit_host::Component>,
-    ctx: &conduit_host::CallContext,
+    rt: &conduit_runtime::Runtime,
+    c: &std::sync::Arc<conduit_runtime::Component>,
+    ctx: &conduit_runtime::CallContext,
 ) -> f32 {
     let x = vec![("x".to_string(), Tensor::from_f32(vec![1], &[0.0]).unwrap())];
     let out = rt
@@ -360,8 +361,8 @@ async fn counter(
 async fn warm_instances_never_cross_tenants_and_can_be_disabled() {
     let rt = small_runtime(8);
     let c = rt.load(&component_bytes("adversary")).await.unwrap();
-    let a = conduit_host::CallContext::new("tenant-a");
-    let b = conduit_host::CallContext::new("tenant-b");
+    let a = conduit_runtime::CallContext::new("tenant-a");
+    let b = conduit_runtime::CallContext::new("tenant-b");
     // Within one tenant, calls reuse the warm instance (its state persists)…
     assert_eq!(counter(&rt, &c, &a).await, 1.0);
     assert_eq!(counter(&rt, &c, &a).await, 2.0);
@@ -369,7 +370,7 @@ async fn warm_instances_never_cross_tenants_and_can_be_disabled() {
     assert_eq!(counter(&rt, &c, &b).await, 1.0);
     assert_eq!(counter(&rt, &c, &a).await, 3.0);
     // Strict isolation: a fresh instance per call.
-    let fresh = conduit_host::CallContext::new("tenant-a").with_limits(SandboxLimits {
+    let fresh = conduit_runtime::CallContext::new("tenant-a").with_limits(SandboxLimits {
         reuse_instances: false,
         ..SandboxLimits::default()
     });
@@ -386,13 +387,13 @@ async fn warm_instances_never_cross_tenants_and_can_be_disabled() {
 
 #[tokio::test]
 async fn instances_are_recycled_after_max_reuses() {
-    let rt = runtime_with(conduit_host::EngineConfig {
+    let rt = runtime_with(conduit_runtime::EngineConfig {
         max_instances: 4,
         max_instance_reuses: 3,
         ..Default::default()
     });
     let c = rt.load(&component_bytes("adversary")).await.unwrap();
-    let t = conduit_host::CallContext::new("t");
+    let t = conduit_runtime::CallContext::new("t");
     let mut seen = Vec::new();
     for _ in 0..7 {
         seen.push(counter(&rt, &c, &t).await);
@@ -402,7 +403,7 @@ async fn instances_are_recycled_after_max_reuses() {
 
 #[tokio::test]
 async fn idle_instances_are_evicted_when_the_pool_is_full() {
-    let rt = runtime_with(conduit_host::EngineConfig {
+    let rt = runtime_with(conduit_runtime::EngineConfig {
         max_instances: 2,
         max_waiting_calls: 0,
         // The slots, not the tenant's share of the compute pool, must be what fills.
@@ -415,7 +416,7 @@ async fn idle_instances_are_evicted_when_the_pool_is_full() {
     // than failing, so every call succeeds.
     for round in 0..3 {
         for tenant in ["a", "b", "c", "d"] {
-            let n = counter(&rt, &c, &conduit_host::CallContext::new(tenant)).await;
+            let n = counter(&rt, &c, &conduit_runtime::CallContext::new(tenant)).await;
             assert!(n >= 1.0, "round {round}, tenant {tenant}");
         }
     }
@@ -427,7 +428,7 @@ async fn unloading_forgets_the_component_but_not_calls_holding_it() {
     let rt = small_runtime(4);
     let bytes = component_bytes("adversary");
     let c = rt.load(&bytes).await.unwrap();
-    let t = conduit_host::CallContext::new("t");
+    let t = conduit_runtime::CallContext::new("t");
     assert_eq!(counter(&rt, &c, &t).await, 1.0);
     assert!(rt.unload(&c.digest()));
     assert!(rt.get(&c.digest()).is_none());

@@ -4,14 +4,15 @@
 
 use crate::common::*;
 use bytes::Bytes;
-use conduit_host::executor::{BackendKind, Backends, Executor};
-use conduit_host::serving::{Node, NodeConfig, Serving, ServingConfig, ServingLimits};
-use conduit_host::{CallContext, EngineConfig, Runtime, Tensor};
+use conduit_executor::{BackendKind, Backends, Executor};
 use conduit_proto::inference::{
     self as pb, grpc_inference_service_client::GrpcInferenceServiceClient,
     infer_parameter::ParameterChoice, model_infer_request::InferInputTensor,
 };
 use conduit_registry::{ExecutorHints, Kind, PushProgress, Registry, RegistryClient};
+use conduit_runner::{Node, NodeConfig, Serving, ServingConfig, ServingLimits};
+use conduit_runtime::{CallContext, EngineConfig, Runtime};
+use conduit_types::Tensor;
 use std::collections::HashMap;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -456,7 +457,7 @@ async fn the_pipeline_serves_what_its_steps_compute() {
         .collect();
     let model = std::fs::read(workspace_root().join("testdata/minilm/model.onnx")).unwrap();
     let backends = Backends::detect(None);
-    let signature = conduit_host::onnx_signature(&model).unwrap();
+    let signature = conduit_executor::onnx_signature(&model).unwrap();
     let config = backends
         .config("minilm", &ExecutorHints::default())
         .unwrap();

@@ -2,7 +2,8 @@
 //! the corpus (reference produced by `make reference`).
 
 use crate::common::*;
-use conduit_host::{SandboxLimits, Tensor};
+use conduit_runtime::SandboxLimits;
+use conduit_types::Tensor;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -85,11 +86,11 @@ async fn component_matches_python_tokenizers_on_the_corpus() {
 
 /// The corpus texts `batch` in one call of the tokenizer `c`.
 async fn tokenize_texts(
-    rt: &conduit_host::Runtime,
-    c: &std::sync::Arc<conduit_host::Component>,
+    rt: &conduit_runtime::Runtime,
+    c: &std::sync::Arc<conduit_runtime::Component>,
     cases: &[Case],
     batch: &[usize],
-    params: &[conduit_host::Param],
+    params: &[conduit_runtime::Param],
 ) -> Vec<(String, Tensor)> {
     let text = Tensor::from_byte_strings(
         vec![batch.len() as i64],
@@ -201,7 +202,7 @@ async fn bad_tokenizer_input_is_a_clear_guest_error() {
             .await
             .unwrap_err();
         match &err {
-            conduit_host::RuntimeError::Guest(g) => {
+            conduit_runtime::RuntimeError::Guest(g) => {
                 assert_eq!(g.kind(), "invalid_input", "{err}");
                 assert!(g.message().contains(needle), "`{g}` lacks `{needle}`");
             }

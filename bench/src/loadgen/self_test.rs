@@ -186,7 +186,7 @@ async fn serve_http(
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?.to_string();
-    let router = conduit_host::serving::http::router(server.serving.clone());
+    let router = conduit_runner::http::router(server.serving.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // The server's runtime, as the gRPC handlers run there.
     let runtime = server

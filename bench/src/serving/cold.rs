@@ -6,9 +6,9 @@
 use super::server::Server;
 use crate::PAIR;
 use anyhow::{Context, Result, ensure};
-use conduit_host::Tensor;
-use conduit_host::serving::{InferRequest, Node, NodeConfig, Serving};
 use conduit_registry::Tenant;
+use conduit_runner::{InferRequest, Node, NodeConfig, Serving};
+use conduit_types::Tensor;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

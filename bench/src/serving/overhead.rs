@@ -5,12 +5,13 @@ use super::load::{Pair, paired};
 use super::server::{Server, check_digest, f32s, infer, output, request};
 use crate::harness::{Budget, time_async, us};
 use anyhow::{Result, ensure};
-use conduit_host::executor::{Backends, Executor};
-use conduit_host::serving::InferRequest;
-use conduit_host::{NamedTensors, Tensor, onnx_signature};
+use conduit_executor::onnx_signature;
+use conduit_executor::{Backends, Executor};
 use conduit_proto::inference::ServerLiveRequest;
 use conduit_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use conduit_registry::ExecutorHints;
+use conduit_runner::InferRequest;
+use conduit_types::{NamedTensors, Tensor};
 use std::time::Duration;
 use tonic::transport::Channel;
 

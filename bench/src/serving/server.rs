@@ -3,12 +3,13 @@
 
 use anyhow::{Context, Result, anyhow, ensure};
 use bytes::Bytes;
-use conduit_host::serving::{Node, NodeConfig, Serving};
-use conduit_host::{NamedTensors, Runtime};
 use conduit_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use conduit_proto::inference::model_infer_request::InferInputTensor;
 use conduit_proto::inference::{ModelInferRequest, ModelInferResponse};
 use conduit_registry::{ExecutorHints, Kind, PushProgress, RegistryClient, Tenant, TenantLimits};
+use conduit_runner::{Node, NodeConfig, Serving};
+use conduit_runtime::Runtime;
+use conduit_types::NamedTensors;
 use std::path::{Path, PathBuf};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};

@@ -1,0 +1,186 @@
+//! The worker loop: take a request, gather compatible ones into a batch
+//! until it is full, a preferred size, or the first request's delay runs
+//! out; run it; send each caller its rows.
+
+use super::rows::{compatible, concat, split};
+use super::{BatchConfig, ExecutorError, LoadedModel, RunTiming};
+use conduit_types::NamedTensors;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// What a worker sends back for one request.
+pub(crate) type Reply = Result<(NamedTensors, RunTiming), ExecutorError>;
+
+/// One request waiting for a worker.
+pub(crate) struct Job {
+    pub inputs: NamedTensors,
+    /// Rows on the batch dimension; `None` for a model that does not batch.
+    pub rows: Option<usize>,
+    pub reply: oneshot::Sender<Reply>,
+    pub enqueued: Instant,
+    pub span: tracing::Span,
+}
+
+/// Counters shared by the workers of one executor.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub pending: std::sync::atomic::AtomicUsize,
+    pub requests: std::sync::atomic::AtomicU64,
+    pub rows: std::sync::atomic::AtomicU64,
+    pub batches: std::sync::atomic::AtomicU64,
+    pub queue_us: std::sync::atomic::AtomicU64,
+    pub compute_us: std::sync::atomic::AtomicU64,
+    pub failures: std::sync::atomic::AtomicU64,
+    /// Instances whose worker thread is running.
+    pub alive: std::sync::atomic::AtomicUsize,
+    /// Why the last instance to fail a batch cannot serve, if its health
+    /// check says so (cleared by its next successful batch).
+    pub unhealthy: Mutex<Option<String>>,
+}
+
+/// Counts a worker thread as alive until it ends, however it ends.
+struct Alive<'a>(&'a Counters);
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.alive.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub(crate) fn worker(
+    mut model: Box<dyn LoadedModel>,
+    queue: Arc<Mutex<Receiver<Job>>>,
+    batching: BatchConfig,
+    counters: Arc<Counters>,
+) {
+    counters.alive.fetch_add(1, Ordering::AcqRel);
+    let _alive = Alive(&counters);
+    let mut carry: Option<Job> = None;
+    loop {
+        let batch = {
+            let rx = queue.lock().expect("queue lock");
+            match gather(&rx, carry.take(), &batching) {
+                Some((batch, next)) => {
+                    carry = next;
+                    batch
+                }
+                None => return, // every sender is gone: the executor was dropped
+            }
+        };
+        run(model.as_mut(), batch, &counters);
+    }
+}
+
+/// Forms one batch; returns it and a request that did not fit (it starts the
+/// next batch). `None` when the queue is closed and empty.
+fn gather(
+    rx: &Receiver<Job>,
+    carry: Option<Job>,
+    cfg: &BatchConfig,
+) -> Option<(Vec<Job>, Option<Job>)> {
+    let first = match carry {
+        Some(job) => job,
+        None => rx.recv().ok()?,
+    };
+    let Some(mut rows) = first.rows else {
+        return Some((vec![first], None));
+    };
+    let deadline = first.enqueued + cfg.max_queue_delay;
+    let mut batch = vec![first];
+    while rows < cfg.max_batch_size && !cfg.preferred_batch_sizes.contains(&rows) {
+        let now = Instant::now();
+        let next = if now >= deadline {
+            // Out of time: take only what is already waiting.
+            match rx.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv_timeout(deadline - now) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        };
+        match next.rows {
+            Some(n)
+                if rows + n <= cfg.max_batch_size && compatible(&batch[0].inputs, &next.inputs) =>
+            {
+                rows += n;
+                batch.push(next);
+            }
+            _ => return Some((batch, Some(next))),
+        }
+    }
+    Some((batch, None))
+}
+
+fn run(model: &mut dyn LoadedModel, mut batch: Vec<Job>, counters: &Counters) {
+    // Callers that gave up (deadline, disconnect) get nothing computed.
+    batch.retain(|job| !job.reply.is_closed());
+    counters.pending.fetch_sub(batch.len(), Ordering::Relaxed);
+    if batch.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let queued: u64 = batch
+        .iter()
+        .map(|j| started.duration_since(j.enqueued).as_micros() as u64)
+        .sum();
+    let span = batch[0].span.clone();
+    let _entered = span.enter();
+    let rows: Vec<usize> = batch.iter().map(|j| j.rows.unwrap_or(1)).collect();
+    let result = {
+        let parts: Vec<&NamedTensors> = batch.iter().map(|j| &j.inputs).collect();
+        concat(&parts)
+            .and_then(|inputs| model.run(&inputs))
+            .and_then(|outputs| split(outputs, &rows))
+    };
+    let compute = started.elapsed().as_micros() as u64;
+    counters.batches.fetch_add(1, Ordering::Relaxed);
+    counters
+        .requests
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    counters
+        .rows
+        .fetch_add(rows.iter().sum::<usize>() as u64, Ordering::Relaxed);
+    counters.queue_us.fetch_add(queued, Ordering::Relaxed);
+    counters.compute_us.fetch_add(compute, Ordering::Relaxed);
+    tracing::trace!(
+        requests = batch.len(),
+        rows = rows.iter().sum::<usize>(),
+        compute_us = compute,
+        "batch ran"
+    );
+    match result {
+        Ok(parts) => {
+            if counters.unhealthy.lock().expect("health lock").is_some() {
+                *counters.unhealthy.lock().expect("health lock") = None;
+            }
+            let compute = std::time::Duration::from_micros(compute);
+            for (i, (job, out)) in batch.into_iter().zip(parts).enumerate() {
+                let timing = RunTiming {
+                    queue: started.duration_since(job.enqueued),
+                    compute,
+                    executions: u64::from(i == 0),
+                };
+                let _ = job.reply.send(Ok((out, timing)));
+            }
+        }
+        Err(e) => {
+            counters
+                .failures
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            // A failed batch may be bad input or a broken engine (a remote
+            // model's server gone): ask the model which, for readiness.
+            if let Err(why) = model.health() {
+                *counters.unhealthy.lock().expect("health lock") = Some(why.to_string());
+            }
+            for job in batch {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
