@@ -116,6 +116,65 @@ async fn batched_results_equal_single_results_under_concurrent_load() {
     assert_eq!(single.rows, 1 + (0..64).map(|i| 1 + i % 3).sum::<u64>());
 }
 
+/// A request that cannot share a batch, to an idle model whose runs are
+/// short, runs on the caller's thread (no queue wait, no thread hand-off);
+/// one that could share a batch, or a model not yet timed, is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbatchable_requests_to_a_fast_idle_model_run_inline() {
+    let add = fixture("add.onnx");
+    // The bound on recent runs is raised: on a loaded test machine even
+    // `add` may average more than the default 100 µs.
+    let config = ModelConfig {
+        inline_below: Duration::from_secs(10),
+        ..batching(1, 0)
+    };
+    let single = start(ort(), &add, config.clone()).unwrap();
+    let (first, timing) = single.infer_timed(x(1, 1.0)).await.unwrap();
+    assert!(timing.queue > Duration::ZERO, "an untimed model is queued");
+    for i in 0..20 {
+        let (out, timing) = single.infer_timed(x(1, 1.0)).await.unwrap();
+        assert_eq!(y(&out), y(&first), "run {i}");
+        assert_eq!(timing.queue, Duration::ZERO, "run {i} was queued");
+    }
+    // Rows beyond the batch are split and queued (a multi-row request is
+    // parts of several batches, each waiting for a worker).
+    let (out, timing) = single.infer_timed(x(3, 0.0)).await.unwrap();
+    assert_eq!(out[0].1.shape(), [3, 4]);
+    assert!(timing.queue > Duration::ZERO);
+    let stats = single.stats();
+    assert_eq!((stats.requests, stats.rows), (24, 24));
+    assert_eq!(stats.failures, 0);
+
+    // A batching model queues a one-row request: others may join its batch.
+    let batched = start(
+        ort(),
+        &add,
+        ModelConfig {
+            inline_below: Duration::from_secs(10),
+            ..batching(8, 0)
+        },
+    )
+    .unwrap();
+    for _ in 0..5 {
+        let (_, timing) = batched.infer_timed(x(1, 1.0)).await.unwrap();
+        assert!(timing.queue > Duration::ZERO);
+    }
+    // A bound of zero always queues.
+    let queued = start(
+        ort(),
+        &add,
+        ModelConfig {
+            inline_below: Duration::ZERO,
+            ..batching(1, 0)
+        },
+    )
+    .unwrap();
+    for _ in 0..5 {
+        let (_, timing) = queued.infer_timed(x(1, 1.0)).await.unwrap();
+        assert!(timing.queue > Duration::ZERO);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_larger_than_the_max_batch_is_split_and_joined() {
     let add = fixture("add.onnx");

@@ -39,7 +39,15 @@ pub(crate) struct Counters {
     /// Why the last instance to fail a batch cannot serve, if its health
     /// check says so (cleared by its next successful batch).
     pub unhealthy: Mutex<Option<String>>,
+    /// Moving average (weight 1/2) of one batch's compute time in µs, plus
+    /// one; 0 until a batch has run. Gates running a request inline
+    /// (`Executor::try_inline`).
+    pub recent_us: std::sync::atomic::AtomicU64,
 }
+
+/// One instance's loaded model: its worker locks it for each batch; a
+/// request that can run at once may take an idle one instead.
+pub(crate) type Instance = Arc<Mutex<Box<dyn LoadedModel>>>;
 
 /// Counts a worker thread as alive until it ends, however it ends.
 struct Alive<'a>(&'a Counters);
@@ -51,7 +59,7 @@ impl Drop for Alive<'_> {
 }
 
 pub(crate) fn worker(
-    mut model: Box<dyn LoadedModel>,
+    model: Instance,
     queue: Arc<Mutex<Receiver<Job>>>,
     batching: BatchConfig,
     counters: Arc<Counters>,
@@ -70,6 +78,8 @@ pub(crate) fn worker(
                 None => return, // every sender is gone: the executor was dropped
             }
         };
+        // A request running inline holds the instance for one short run.
+        let mut model = model.lock().unwrap_or_else(|p| p.into_inner());
         run(model.as_mut(), batch, &counters);
     }
 }
@@ -139,15 +149,15 @@ fn run(model: &mut dyn LoadedModel, mut batch: Vec<Job>, counters: &Counters) {
             .and_then(|outputs| split(outputs, &rows))
     };
     let compute = started.elapsed().as_micros() as u64;
-    counters.batches.fetch_add(1, Ordering::Relaxed);
-    counters
-        .requests
-        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-    counters
-        .rows
-        .fetch_add(rows.iter().sum::<usize>() as u64, Ordering::Relaxed);
-    counters.queue_us.fetch_add(queued, Ordering::Relaxed);
-    counters.compute_us.fetch_add(compute, Ordering::Relaxed);
+    account(
+        model,
+        counters,
+        batch.len(),
+        rows.iter().sum(),
+        queued,
+        compute,
+        result.as_ref().err(),
+    );
     tracing::trace!(
         requests = batch.len(),
         rows = rows.iter().sum::<usize>(),
@@ -156,9 +166,6 @@ fn run(model: &mut dyn LoadedModel, mut batch: Vec<Job>, counters: &Counters) {
     );
     match result {
         Ok(parts) => {
-            if counters.unhealthy.lock().expect("health lock").is_some() {
-                *counters.unhealthy.lock().expect("health lock") = None;
-            }
             let compute = std::time::Duration::from_micros(compute);
             for (i, (job, out)) in batch.into_iter().zip(parts).enumerate() {
                 let timing = RunTiming {
@@ -170,16 +177,52 @@ fn run(model: &mut dyn LoadedModel, mut batch: Vec<Job>, counters: &Counters) {
             }
         }
         Err(e) => {
-            counters
-                .failures
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            // A failed batch may be bad input or a broken engine (a remote
-            // model's server gone): ask the model which, for readiness.
-            if let Err(why) = model.health() {
-                *counters.unhealthy.lock().expect("health lock") = Some(why.to_string());
-            }
             for job in batch {
                 let _ = job.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// Counts one batch (queued or inline) and keeps the executor's health: a
+/// success clears it; a failure asks the model whether it can still serve
+/// (bad input, or a broken engine such as a remote model's server gone).
+pub(crate) fn account(
+    model: &dyn LoadedModel,
+    counters: &Counters,
+    requests: usize,
+    rows: usize,
+    queued_us: u64,
+    compute_us: u64,
+    failed: Option<&ExecutorError>,
+) {
+    counters.batches.fetch_add(1, Ordering::Relaxed);
+    counters
+        .requests
+        .fetch_add(requests as u64, Ordering::Relaxed);
+    counters.rows.fetch_add(rows as u64, Ordering::Relaxed);
+    counters.queue_us.fetch_add(queued_us, Ordering::Relaxed);
+    counters.compute_us.fetch_add(compute_us, Ordering::Relaxed);
+    let prev = counters.recent_us.load(Ordering::Relaxed);
+    let next = if prev == 0 {
+        compute_us + 1
+    } else {
+        (prev + compute_us).div_ceil(2)
+    };
+    counters.recent_us.store(next.max(1), Ordering::Relaxed);
+    match failed {
+        None => {
+            let mut unhealthy = counters.unhealthy.lock().expect("health lock");
+            if unhealthy.is_some() {
+                *unhealthy = None;
+            }
+        }
+        Some(_) => {
+            counters
+                .failures
+                .fetch_add(requests as u64, Ordering::Relaxed);
+            if let Err(why) = model.health() {
+                *counters.unhealthy.lock().expect("health lock") = Some(why.to_string());
             }
         }
     }

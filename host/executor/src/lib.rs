@@ -50,6 +50,13 @@ pub trait LoadedModel: Send {
     fn health(&self) -> Result<(), ExecutorError> {
         Ok(())
     }
+
+    /// Whether a short run may happen on the caller's thread (an async
+    /// runtime's worker) instead of this model's own: false for a model
+    /// that blocks on I/O or on a runtime of its own.
+    fn may_run_inline(&self) -> bool {
+        true
+    }
 }
 
 /// An inference engine: ONNX Runtime, tract, a remote server.

@@ -1,6 +1,6 @@
 //! One loaded model served by worker threads behind a bounded queue.
 
-use super::batch::{Counters, Job, Reply, worker};
+use super::batch::{Counters, Instance, Job, Reply, account, worker};
 use super::rows::{check_inputs, chunk, concat};
 use super::{Backend, ExecutorError, ModelConfig};
 use conduit_types::{NamedTensors, Signature};
@@ -50,12 +50,17 @@ pub struct Executor {
     inner: Arc<Inner>,
 }
 
+/// Largest input (bytes, all tensors) a request may run inline with.
+const INLINE_MAX_BYTES: usize = 64 << 10;
+
 struct Inner {
     config: ModelConfig,
     signature: Signature,
     backend: &'static str,
     queue: SyncSender<Job>,
     counters: Arc<Counters>,
+    /// Every instance's model (see [`Executor::try_inline`]).
+    instances: Vec<Instance>,
     size: u64,
     /// Queue entries each tenant holds now (see [`Executor::infer_for`]).
     shares: Mutex<HashMap<String, usize>>,
@@ -101,7 +106,8 @@ impl Executor {
                 .name(format!("conduit-model-{}-{i}", config.name))
                 .spawn(move || match backend.load(&bytes, &signature, &config) {
                     Ok(model) => {
-                        let _ = loaded_tx.send(Ok(()));
+                        let model: Instance = Arc::new(Mutex::new(model));
+                        let _ = loaded_tx.send(Ok(model.clone()));
                         drop(loaded_tx);
                         drop(bytes);
                         worker(model, rx, config.batching, counters);
@@ -115,12 +121,11 @@ impl Executor {
         drop(loaded_tx);
         // One report per instance; a thread that died without reporting
         // (a panic in the backend) ends the iteration early.
-        let mut reported = 0;
+        let mut loaded = Vec::with_capacity(instances);
         for result in loaded_rx.iter().take(instances) {
-            result?; // dropping `tx` on error stops the instances that did load
-            reported += 1;
+            loaded.push(result?); // dropping `tx` on error stops the instances that did load
         }
-        if reported < instances {
+        if loaded.len() < instances {
             return Err(ExecutorError::Load {
                 backend: backend.name(),
                 message: "a model instance thread died while loading".into(),
@@ -134,6 +139,7 @@ impl Executor {
                 signature,
                 queue: tx,
                 counters,
+                instances: loaded,
                 shares: Mutex::default(),
             }),
         })
@@ -285,10 +291,68 @@ impl Executor {
                 Ok((concat(&refs)?, timing))
             }
             rows => {
+                if let Some(done) = self.try_inline(&inputs, rows, max) {
+                    return done;
+                }
                 let rx = self.submit(inputs, rows)?;
                 self.wait(rx).await
             }
         }
+    }
+
+    /// Runs `inputs` on the calling thread when queueing cannot help: the
+    /// request cannot share a batch (the model does not batch, or it fills
+    /// one), nothing is queued ahead of it, an instance is idle, and the
+    /// model is fast and the input small. This saves the two thread
+    /// hand-offs of a queued request (caller → model thread → caller), which
+    /// cost more than a tiny model's run (bench/README.md, "Where a tiny
+    /// request's time goes"). `None`: queue it.
+    fn try_inline(
+        &self,
+        inputs: &NamedTensors,
+        rows: Option<usize>,
+        max: usize,
+    ) -> Option<Result<(NamedTensors, RunTiming), ExecutorError>> {
+        let c = &self.inner.counters;
+        let recent = c.recent_us.load(Ordering::Relaxed);
+        if rows.is_some_and(|n| n != max)
+            || recent == 0
+            || recent > self.inner.config.inline_below.as_micros() as u64
+            || c.pending.load(Ordering::Relaxed) > 0
+            || inputs.iter().map(|(_, t)| t.data().len()).sum::<usize>() > INLINE_MAX_BYTES
+        {
+            return None;
+        }
+        let mut model = self
+            .inner
+            .instances
+            .iter()
+            .find_map(|m| m.try_lock().ok())
+            .filter(|m| m.may_run_inline())?;
+        let started = Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.run(inputs)))
+            .unwrap_or_else(|_| Err(ExecutorError::Backend("the backend panicked".into())));
+        let compute = started.elapsed();
+        account(
+            model.as_ref(),
+            c,
+            1,
+            rows.unwrap_or(1),
+            0,
+            compute.as_micros() as u64,
+            result.as_ref().err(),
+        );
+        drop(model);
+        Some(result.map(|outputs| {
+            (
+                outputs,
+                RunTiming {
+                    queue: Duration::ZERO,
+                    compute,
+                    executions: 1,
+                },
+            )
+        }))
     }
 
     fn take_share(

@@ -378,6 +378,11 @@ impl LoadedModel for RemoteModel {
             .and_then(|r| self.outputs(r))
     }
 
+    fn may_run_inline(&self) -> bool {
+        // `run` blocks on a runtime of its own: never on a tokio worker.
+        false
+    }
+
     fn health(&self) -> Result<(), ExecutorError> {
         let mut client = self.client.clone();
         let live = self

@@ -640,14 +640,27 @@ impl Serving {
                 }
             }
         };
-        let (outputs, step_timing, provenance) = tokio::time::timeout_at(deadline.into(), run)
-            .await
-            .map_err(|_| {
-                ServeError::Deadline(format!(
-                    "model `{}` did not finish within the request deadline",
-                    manifest.name
-                ))
-            })??;
+        // Polled once before the deadline is armed: a step done at once (a
+        // tiny model run inline) registers no timer, whose registration
+        // would wake the runtime's I/O driver (an eventfd write and an
+        // epoll round trip per request).
+        let mut run = std::pin::pin!(run);
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(run.as_mut(), cx))
+        })
+        .await;
+        let done = match first {
+            std::task::Poll::Ready(done) => done,
+            std::task::Poll::Pending => tokio::time::timeout_at(deadline.into(), run)
+                .await
+                .map_err(|_| {
+                    ServeError::Deadline(format!(
+                        "model `{}` did not finish within the request deadline",
+                        manifest.name
+                    ))
+                })?,
+        };
+        let (outputs, step_timing, provenance) = done?;
         timing.queue += step_timing.queue;
         timing.infer = step_timing.compute;
         // A model counts its executor's batches; a component or pipeline
