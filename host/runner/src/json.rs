@@ -1435,7 +1435,7 @@ mod tests {
             name: "resnet".into(),
             version: "1.2.0".into(),
             kind,
-            digest: crate::Digest::of(b"model"),
+            digest: conduit_types::Digest::of(b"model"),
             size: 5,
             signature: conduit_registry::Signature {
                 inputs: vec![spec("x", "FP32", vec![-1, 3, 224, 224])],
