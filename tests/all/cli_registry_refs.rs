@@ -17,7 +17,7 @@ fn file(dir: &Path, name: &str, bytes: &[u8]) -> String {
     path.to_str().unwrap().to_string()
 }
 
-fn push(server: &Server, key: &str, file: &str, name: &str, version: &str) -> String {
+pub(crate) fn push(server: &Server, key: &str, file: &str, name: &str, version: &str) -> String {
     ok(conduit(
         server,
         key,

@@ -4,9 +4,10 @@
 //! tag moves on the registry, the runner's compiled cache is tampered with,
 //! and the registry is killed.
 
-use crate::cli_registry::{Server, printed_key};
+use crate::cli_registry::Server;
+use crate::cli_registry_refs::push;
 use crate::common::*;
-use crate::tritonclient::{MAX_REQUEST_BYTES, Suite, conduit, existing, run_suite};
+use crate::tritonclient::{MAX_REQUEST_BYTES, Suite, conduit, run_suite};
 use conduit_proto::inference::{
     ModelMetadataRequest, ServerReadyRequest,
     grpc_inference_service_client::GrpcInferenceServiceClient,
@@ -107,71 +108,27 @@ fn server_ready(url: &str) -> bool {
 
 #[test]
 fn runner_apart_from_the_registry() {
-    let root = workspace_root();
-    let python = existing(&root, ".venv/bin/python", "clients");
-    let model = existing(&root, "testdata/minilm/model.onnx", "onnx-model");
-    let reference = existing(&root, "testdata/minilm_reference.json", "minilm-reference");
-    let sentences = existing(
-        &root,
-        "tests/data/minilm_sentences.json",
-        "minilm-reference",
-    );
-    let pipeline = root.join("examples/pipelines/paraphrase.toml");
-    let pipeline = pipeline.to_str().unwrap();
     let dir = TempDir::new("conduit-runner");
 
     // The registry holds everything; the runner has nothing yet.
     let mut registry = Server::start("registry", &dir.path().join("registry"), true);
     let key = registry.key.clone().unwrap();
-    let tokenizer = component_path("bert-tokenizer");
-    let post = component_path("embedding-post");
-    let ops = component_path("tensor-ops");
-    let topk = component_path("softmax-topk");
-    for (kind, file, name, version) in [
-        (
-            "component",
-            tokenizer.to_str().unwrap(),
-            "tokenizer",
-            "1.0.0",
-        ),
-        (
-            "component",
-            post.to_str().unwrap(),
-            "embedding-post",
-            "1.0.0",
-        ),
-        ("model", model.as_str(), "minilm", "1.0.0"),
-        ("pipeline", pipeline, "paraphrase", "1.0.0"),
-        ("component", post.to_str().unwrap(), "post", "1.0.0"),
-        ("component", ops.to_str().unwrap(), "post", "2.0.0"),
-        ("component", topk.to_str().unwrap(), "post", "1.2.0"),
-        ("component", ops.to_str().unwrap(), "mover", "1.0.0"),
-        ("component", topk.to_str().unwrap(), "mover", "2.0.0"),
-        ("component", ops.to_str().unwrap(), "never-served", "1.0.0"),
+    let suite = Suite::prepare(&registry, &key);
+    let (ops, topk) = (component_path("tensor-ops"), component_path("softmax-topk"));
+    for (file, name, version) in [
+        (&ops, "mover", "1.0.0"),
+        (&topk, "mover", "2.0.0"),
+        (&ops, "never-served", "1.0.0"),
     ] {
-        let out = conduit(
-            &registry,
-            &key,
-            &["push", kind, file, "--name", name, "--version", version],
-        );
+        let out = push(&registry, &key, file.to_str().unwrap(), name, version);
         assert!(out.contains(&format!("pushed {name}@{version}")), "{out}");
     }
     conduit(&registry, &key, &["tag", "mover@1.0.0", "prod"]);
-    let other = printed_key(&conduit(&registry, &key, &["tenant", "create", "other"]));
 
     // NVIDIA's clients against the runner: the same suite `conduit dev` passes.
     let runner_dir = dir.path().join("runner");
     let runner = start_runner(&runner_dir, &registry, &key);
-    run_suite(
-        &Suite {
-            python: &python,
-            reference: &reference,
-            sentences: &sentences,
-            key: &key,
-            other: &other,
-        },
-        &runner,
-    );
+    run_suite(&suite, &runner);
     assert!(server_ready(&runner.url), "linked runner is ready");
 
     // A tag moved on the registry reaches the runner within the bound.

@@ -50,30 +50,98 @@ pub(crate) fn existing(root: &Path, relative: &str, make: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
-/// What `tests/python/test_tritonclient.py` needs besides the server.
-pub(crate) struct Suite<'a> {
-    pub python: &'a str,
-    pub reference: &'a str,
-    pub sentences: &'a str,
-    pub key: &'a str,
-    pub other: &'a str,
+/// What `tests/python/test_tritonclient.py` needs besides the server: its
+/// files, and a registry holding the modules it calls.
+pub(crate) struct Suite {
+    python: String,
+    reference: String,
+    sentences: String,
+    /// The admin key the modules were pushed with.
+    pub key: String,
+    /// A second tenant's key: it holds none of them.
+    other: String,
+}
+
+impl Suite {
+    /// Checks the suite's files and tools exist, then pushes, with `key` to
+    /// `registry` (`dev` or `registry`), what the script expects:
+    /// components `tokenizer@1.0.0` and `embedding-post@1.0.0`, the model
+    /// `minilm@1.0.0`, the pipeline `paraphrase@1.0.0`, a component `post`
+    /// at 1.0.0, 2.0.0 and 1.2.0 (other components' bytes: only the versions
+    /// matter; pushed out of order, for metadata `versions` and Triton-style
+    /// numeric versions), and a tenant `other` with none of them.
+    pub(crate) fn prepare(registry: &Server, key: &str) -> Self {
+        let root = workspace_root();
+        let python = existing(&root, ".venv/bin/python", "clients");
+        let imports = Command::new(&python)
+            .args(["-c", "import tritonclient.grpc, tritonclient.http"])
+            .output()
+            .expect("running python");
+        assert!(
+            imports.status.success(),
+            "tritonclient is not installed in .venv: run `make clients`\n{}",
+            show(&imports)
+        );
+        let model = existing(&root, "testdata/minilm/model.onnx", "onnx-model");
+        let pipeline = root.join("examples/pipelines/paraphrase.toml");
+        let component = |name: &str| component_path(name).to_str().unwrap().to_string();
+        for (kind, file, name, version) in [
+            (
+                "component",
+                component("bert-tokenizer"),
+                "tokenizer",
+                "1.0.0",
+            ),
+            (
+                "component",
+                component("embedding-post"),
+                "embedding-post",
+                "1.0.0",
+            ),
+            ("model", model, "minilm", "1.0.0"),
+            (
+                "pipeline",
+                pipeline.to_str().unwrap().to_string(),
+                "paraphrase",
+                "1.0.0",
+            ),
+            ("component", component("embedding-post"), "post", "1.0.0"),
+            ("component", component("tensor-ops"), "post", "2.0.0"),
+            ("component", component("softmax-topk"), "post", "1.2.0"),
+        ] {
+            let out = conduit(
+                registry,
+                key,
+                &["push", kind, &file, "--name", name, "--version", version],
+            );
+            assert!(out.contains(&format!("pushed {name}@{version}")), "{out}");
+        }
+        let other = printed_key(&conduit(registry, key, &["tenant", "create", "other"]));
+        Self {
+            python,
+            reference: existing(&root, "testdata/minilm_reference.json", "minilm-reference"),
+            sentences: existing(
+                &root,
+                "tests/data/minilm_sentences.json",
+                "minilm-reference",
+            ),
+            key: key.to_string(),
+            other,
+        }
+    }
 }
 
 /// Runs the tritonclient suite (gRPC and HTTP) against `server` (`dev` or a
 /// `runner`); panics with its output and the server's log unless it passes.
 pub(crate) fn run_suite(suite: &Suite, server: &Server) {
     let root = workspace_root();
-    let run = Command::new(suite.python)
+    let run = Command::new(&suite.python)
         .arg(root.join("tests/python/test_tritonclient.py"))
         .args(["--grpc", host_port(&server.url)])
         .args(["--http", host_port(&server.http_url)])
-        .args(["--key", suite.key, "--other-key", suite.other])
-        .args([
-            "--reference",
-            suite.reference,
-            "--sentences",
-            suite.sentences,
-        ])
+        .args(["--key", &suite.key, "--other-key", &suite.other])
+        .args(["--reference", &suite.reference])
+        .args(["--sentences", &suite.sentences])
         .args(["--max-request-bytes", MAX_REQUEST_BYTES])
         .current_dir(&root)
         .stdin(Stdio::null())
@@ -91,27 +159,6 @@ pub(crate) fn run_suite(suite: &Suite, server: &Server) {
 
 #[test]
 fn tritonclient_grpc_and_http_against_conduit_dev() {
-    let root = workspace_root();
-    let python = existing(&root, ".venv/bin/python", "clients");
-    let imports = Command::new(&python)
-        .args(["-c", "import tritonclient.grpc, tritonclient.http"])
-        .output()
-        .expect("running python");
-    assert!(
-        imports.status.success(),
-        "tritonclient is not installed in .venv: run `make clients`\n{}",
-        show(&imports)
-    );
-    let model = existing(&root, "testdata/minilm/model.onnx", "onnx-model");
-    let reference = existing(&root, "testdata/minilm_reference.json", "minilm-reference");
-    let sentences = existing(
-        &root,
-        "tests/data/minilm_sentences.json",
-        "minilm-reference",
-    );
-    let pipeline = root.join("examples/pipelines/paraphrase.toml");
-    let pipeline = pipeline.to_str().unwrap();
-
     let dir = TempDir::new("conduit-tritonclient");
     let server = Server::start_with(
         "dev",
@@ -119,59 +166,8 @@ fn tritonclient_grpc_and_http_against_conduit_dev() {
         true,
         &["--max-request-bytes", MAX_REQUEST_BYTES],
     );
-    let key = server.key.clone().unwrap();
-    let tokenizer = component_path("bert-tokenizer");
-    let post = component_path("embedding-post");
-    for (kind, file, name) in [
-        ("component", tokenizer.to_str().unwrap(), "tokenizer"),
-        ("component", post.to_str().unwrap(), "embedding-post"),
-        ("model", &model, "minilm"),
-        ("pipeline", pipeline, "paraphrase"),
-    ] {
-        let out = conduit(
-            &server,
-            &key,
-            &["push", kind, file, "--name", name, "--version", "1.0.0"],
-        );
-        assert!(out.contains(&format!("pushed {name}@1.0.0")), "{out}");
-    }
-    // `post`: three versions (other components' bytes: only the versions
-    // matter), pushed out of order, for metadata `versions` and numeric
-    // (Triton-style) versions.
-    for (crate_name, version) in [
-        ("embedding-post", "1.0.0"),
-        ("tensor-ops", "2.0.0"),
-        ("softmax-topk", "1.2.0"),
-    ] {
-        let file = component_path(crate_name);
-        let out = conduit(
-            &server,
-            &key,
-            &[
-                "push",
-                "component",
-                file.to_str().unwrap(),
-                "--name",
-                "post",
-                "--version",
-                version,
-            ],
-        );
-        assert!(out.contains(&format!("pushed post@{version}")), "{out}");
-    }
-    let out = conduit(&server, &key, &["tenant", "create", "other"]);
-    let other = printed_key(&out);
-
-    run_suite(
-        &Suite {
-            python: &python,
-            reference: &reference,
-            sentences: &sentences,
-            key: &key,
-            other: &other,
-        },
-        &server,
-    );
+    let suite = Suite::prepare(&server, server.key.as_deref().unwrap());
+    run_suite(&suite, &server);
 
     let (status, _) = server.terminate();
     assert!(status.success(), "{status:?}");
