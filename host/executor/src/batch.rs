@@ -78,9 +78,7 @@ pub(crate) fn worker(
                 None => return, // every sender is gone: the executor was dropped
             }
         };
-        // A request running inline holds the instance for one short run.
-        let mut model = model.lock().unwrap_or_else(|p| p.into_inner());
-        run(model.as_mut(), batch, &counters);
+        run(&model, batch, &counters);
     }
 }
 
@@ -127,7 +125,7 @@ fn gather(
     Some((batch, None))
 }
 
-fn run(model: &mut dyn LoadedModel, mut batch: Vec<Job>, counters: &Counters) {
+fn run(instance: &Instance, mut batch: Vec<Job>, counters: &Counters) {
     // Callers that gave up (deadline, disconnect) get nothing computed.
     batch.retain(|job| !job.reply.is_closed());
     counters.pending.fetch_sub(batch.len(), Ordering::Relaxed);
@@ -142,22 +140,27 @@ fn run(model: &mut dyn LoadedModel, mut batch: Vec<Job>, counters: &Counters) {
     let span = batch[0].span.clone();
     let _entered = span.enter();
     let rows: Vec<usize> = batch.iter().map(|j| j.rows.unwrap_or(1)).collect();
-    let result = {
+    let (result, compute) = {
+        // A request running inline may hold the instance for one short run;
+        // the lock is given back before anyone is answered, so a caller
+        // woken by its answer finds the instance idle.
+        let mut model = instance.lock().unwrap_or_else(|p| p.into_inner());
         let parts: Vec<&NamedTensors> = batch.iter().map(|j| &j.inputs).collect();
-        concat(&parts)
+        let result = concat(&parts)
             .and_then(|inputs| model.run(&inputs))
-            .and_then(|outputs| split(outputs, &rows))
+            .and_then(|outputs| split(outputs, &rows));
+        let compute = started.elapsed().as_micros() as u64;
+        account(
+            model.as_ref(),
+            counters,
+            batch.len(),
+            rows.iter().sum(),
+            queued,
+            compute,
+            result.as_ref().err(),
+        );
+        (result, compute)
     };
-    let compute = started.elapsed().as_micros() as u64;
-    account(
-        model,
-        counters,
-        batch.len(),
-        rows.iter().sum(),
-        queued,
-        compute,
-        result.as_ref().err(),
-    );
     tracing::trace!(
         requests = batch.len(),
         rows = rows.iter().sum::<usize>(),
