@@ -128,15 +128,7 @@ impl RegistryClient {
                         .unwrap_or_default()
                 ))
             })?;
-        let authorization = format!("Bearer {api_key}")
-            .parse()
-            .map_err(|_| connect("the API key has characters not allowed in a header".into()))?;
-        Ok(Self {
-            raw: Raw::new(channel)
-                .max_decoding_message_size(16 << 20)
-                .max_encoding_message_size(16 << 20),
-            authorization,
-        })
+        Self::over(channel, api_key).map_err(connect)
     }
 
     /// A client of `url` that connects on first use and reconnects after a
@@ -161,14 +153,17 @@ impl RegistryClient {
             .timeout(timeout)
             .tcp_nodelay(true)
             .connect_lazy();
-        let mut client = Self {
+        Self::over(channel, api_key).map_err(connect)
+    }
+
+    /// A client over `channel` with `api_key`, and Conduit's message limits.
+    fn over(channel: Channel, api_key: &str) -> Result<Self, String> {
+        Ok(Self {
             raw: Raw::new(channel)
                 .max_decoding_message_size(16 << 20)
                 .max_encoding_message_size(16 << 20),
-            authorization: "Bearer -".parse().expect("ascii"),
-        };
-        client.authorization = Self::header(api_key).map_err(connect)?;
-        Ok(client)
+            authorization: Self::header(api_key)?,
+        })
     }
 
     /// The same connection, authenticated with another key (a runner calls

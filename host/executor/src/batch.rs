@@ -212,14 +212,9 @@ pub(crate) fn account(
     } else {
         (prev + compute_us).div_ceil(2)
     };
-    counters.recent_us.store(next.max(1), Ordering::Relaxed);
+    counters.recent_us.store(next, Ordering::Relaxed);
     match failed {
-        None => {
-            let mut unhealthy = counters.unhealthy.lock().expect("health lock");
-            if unhealthy.is_some() {
-                *unhealthy = None;
-            }
-        }
+        None => *counters.unhealthy.lock().expect("health lock") = None,
         Some(_) => {
             counters
                 .failures

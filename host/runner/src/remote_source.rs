@@ -8,8 +8,8 @@
 //! - **The watch:** one stream of the registry's change counter. Every new
 //!   value, and every reconnect (changes may have been missed), moves
 //!   [`ModuleSource::generation`], which drops the runner's cached
-//!   resolutions and authentications: a moved tag is served as soon as the
-//!   event arrives.
+//!   resolutions and authentications (kept by `Serving`): a moved tag is
+//!   served as soon as the event arrives.
 //! - **The link down** (the watch broken): cached resolutions, keys and
 //!   blobs keep serving as of the last sync; anything not cached fails at
 //!   once with UNAVAILABLE (no call waits on a dead registry). The watch
@@ -29,8 +29,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Authenticated keys kept at most (the cache empties when full).
-const AUTH_ENTRIES: usize = 4096;
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -62,8 +60,6 @@ struct Shared {
     view: AtomicU64,
     linked: AtomicBool,
     last_error: Mutex<String>,
-    /// blake3(key) → (tenant, view it was checked at).
-    keys: Mutex<HashMap<[u8; 32], (Tenant, u64)>>,
     /// Tenant → a client carrying its latest key.
     clients: Mutex<HashMap<String, RegistryClient>>,
 }
@@ -102,7 +98,6 @@ impl RemoteSource {
             view: AtomicU64::new(0),
             linked: AtomicBool::new(false),
             last_error: Mutex::new("not connected yet".into()),
-            keys: Mutex::default(),
             clients: Mutex::default(),
         });
         let watch = tokio::spawn(watch(shared.clone()));
@@ -290,18 +285,8 @@ fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl ModuleSource for RemoteSource {
     fn authenticate<'a>(&'a self, api_key: &'a str) -> SourceFuture<'a, Tenant> {
         Box::pin(async move {
+            // Not cached here: `Serving` keeps keys per generation.
             let s = &self.shared;
-            let hash = *blake3::hash(api_key.as_bytes()).as_bytes();
-            let view = s.view.load(Ordering::Acquire);
-            if let Some((tenant, _)) = s
-                .keys
-                .lock()
-                .expect("keys lock")
-                .get(&hash)
-                .filter(|(_, at)| *at == view)
-            {
-                return Ok(tenant.clone());
-            }
             s.check_link("cannot check the API key")?;
             let client = s
                 .base
@@ -311,11 +296,6 @@ impl ModuleSource for RemoteSource {
                 .whoami()
                 .await
                 .map_err(|e| s.error("cannot check the API key", e))?;
-            let mut keys = s.keys.lock().expect("keys lock");
-            if keys.len() >= AUTH_ENTRIES {
-                keys.clear();
-            }
-            keys.insert(hash, (tenant.clone(), view));
             s.clients
                 .lock()
                 .expect("clients lock")
