@@ -239,6 +239,7 @@ pub(crate) fn conduit(server: &Server, key: &str, args: &[&str]) -> Output {
         .env("CONDUIT_REGISTRY", &server.url)
         .env("CONDUIT_API_KEY", key)
         .env_remove("CONDUIT_LOG")
+        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .output()
         .expect("running conduit")

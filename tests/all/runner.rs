@@ -4,15 +4,14 @@
 //! tag moves on the registry, the runner's compiled cache is tampered with,
 //! and the registry is killed.
 
-use crate::cli_registry::Server;
+use crate::cli_registry::{Server, conduit, ok, text};
 use crate::cli_registry_refs::push;
 use crate::common::*;
-use crate::tritonclient::{MAX_REQUEST_BYTES, Suite, conduit, run_suite};
+use crate::tritonclient::{MAX_REQUEST_BYTES, Suite, run_suite};
 use conduit_proto::inference::{
     ModelMetadataRequest, ServerReadyRequest,
     grpc_inference_service_client::GrpcInferenceServiceClient,
 };
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long a moved tag may take to reach the runner (the watch delivers it
@@ -20,24 +19,6 @@ use std::time::{Duration, Instant};
 const TAG_BOUND: Duration = Duration::from_secs(5);
 
 const PAIR: &str = r#"text=[["The company Conduit is based in the Bay Area"],["Conduit's headquarters are situated in Mountain View"]]"#;
-
-/// A `conduit` client run that may fail: (success, stdout, stderr).
-fn try_conduit(url: &str, key: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_conduit"))
-        .args(args)
-        .env("CONDUIT_REGISTRY", url)
-        .env("CONDUIT_API_KEY", key)
-        .env_remove("CONDUIT_LOG")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running conduit");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn start_runner(dir: &std::path::Path, registry: &Server, key: &str) -> Server {
     Server::start_with(
@@ -123,7 +104,7 @@ fn runner_apart_from_the_registry() {
         let out = push(&registry, &key, file.to_str().unwrap(), name, version);
         assert!(out.contains(&format!("pushed {name}@{version}")), "{out}");
     }
-    conduit(&registry, &key, &["tag", "mover@1.0.0", "prod"]);
+    ok(conduit(&registry, &key, &["tag", "mover@1.0.0", "prod"]));
 
     // NVIDIA's clients against the runner: the same suite `conduit dev` passes.
     let runner_dir = dir.path().join("runner");
@@ -136,7 +117,7 @@ fn runner_apart_from_the_registry() {
     let v2 = inputs_of(&runner.url, &key, "mover", "2.0.0").unwrap();
     assert_ne!(v1, v2, "the two versions must be told apart");
     assert_eq!(inputs_of(&runner.url, &key, "mover", "prod").unwrap(), v1);
-    conduit(&registry, &key, &["tag", "mover@2.0.0", "prod"]);
+    ok(conduit(&registry, &key, &["tag", "mover@2.0.0", "prod"]));
     let moved = Instant::now();
     while inputs_of(&runner.url, &key, "mover", "prod").unwrap() != v2 {
         assert!(
@@ -163,7 +144,11 @@ fn runner_apart_from_the_registry() {
     }
     assert!(tampered >= 2, "the runner cached its compiled components");
     let runner = start_runner(&runner_dir, &registry, &key);
-    let out = conduit(&runner, &key, &["infer", "paraphrase", "--input", PAIR]);
+    let out = ok(conduit(
+        &runner,
+        &key,
+        &["infer", "paraphrase", "--input", PAIR],
+    ));
     assert!(out.starts_with("paraphrase 1.0.0"), "{out}");
     assert!(
         runner.stderr().contains("discarding"),
@@ -175,10 +160,12 @@ fn runner_apart_from_the_registry() {
     // has not answers UNAVAILABLE at once, and readiness says why.
     registry.kill_9();
     let started = Instant::now();
-    let (ok, out, err) = try_conduit(&runner.url, &key, &["infer", "paraphrase", "--input", PAIR]);
+    let out = conduit(&runner, &key, &["infer", "paraphrase", "--input", PAIR]);
     assert!(
-        ok,
-        "cached pipeline served with the registry down\n{out}\n{err}"
+        out.status.success(),
+        "cached pipeline served with the registry down\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
     );
     let status = inputs_of(&runner.url, &key, "never-served", "").unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");

@@ -2,28 +2,13 @@
 //! pipeline pushed with the real CLI, then `tests/python/test_tritonclient.py`
 //! drives it with `tritonclient` from PyPI (gRPC and HTTP; `make clients`).
 
-use crate::cli_registry::{Server, printed_key};
+use crate::cli_registry::{Server, conduit, ok, printed_key};
 use crate::common::*;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 /// The server's request limit; the script sends twice as much.
 pub(crate) const MAX_REQUEST_BYTES: &str = "1000000";
-
-/// A client run of `conduit` against `server` with `key`; panics unless it succeeds.
-#[track_caller]
-pub(crate) fn conduit(server: &Server, key: &str, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_conduit"))
-        .args(args)
-        .env("CONDUIT_REGISTRY", &server.url)
-        .env("CONDUIT_API_KEY", key)
-        .env_remove("CONDUIT_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running conduit");
-    assert!(out.status.success(), "conduit {args:?}\n{}", show(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn show(out: &Output) -> String {
     format!(
@@ -109,14 +94,14 @@ impl Suite {
             ("component", component("tensor-ops"), "post", "2.0.0"),
             ("component", component("softmax-topk"), "post", "1.2.0"),
         ] {
-            let out = conduit(
+            let out = ok(conduit(
                 registry,
                 key,
                 &["push", kind, &file, "--name", name, "--version", version],
-            );
+            ));
             assert!(out.contains(&format!("pushed {name}@{version}")), "{out}");
         }
-        let other = printed_key(&conduit(registry, key, &["tenant", "create", "other"]));
+        let other = printed_key(&ok(conduit(registry, key, &["tenant", "create", "other"])));
         Self {
             python,
             reference: existing(&root, "testdata/minilm_reference.json", "minilm-reference"),
