@@ -7,6 +7,8 @@ use conduit_runtime::{CallContext, Param, ParamValue, Runtime, RuntimeConfig};
 use conduit_types::Tensor;
 use std::path::{Path, PathBuf};
 
+mod cluster;
+mod cluster_up;
 mod infer;
 mod modules;
 mod print;
@@ -56,6 +58,20 @@ enum Command {
         args: serve::RunnerArgs,
         #[command(flatten)]
         conn: modules::Connection,
+    },
+    /// Run a cluster scheduler (NATS): placements, the leader lease; standbys wait their turn.
+    Scheduler(cluster::SchedulerArgs),
+    /// Run a cluster gateway: one KServe v2 address routing to the runners (NATS + registry).
+    Gateway {
+        #[command(flatten)]
+        args: cluster::GatewayArgs,
+        #[command(flatten)]
+        conn: modules::Connection,
+    },
+    /// A cluster: its state, or a whole one started on this machine.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
     },
     /// Upload a component, model or pipeline manifest and register it as NAME@VERSION.
     Push {
@@ -146,6 +162,21 @@ enum Command {
         #[command(flatten)]
         conn: modules::Connection,
     },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Print the leader, the live runners and the placements.
+    Status {
+        #[command(flatten)]
+        nats: cluster::NatsArgs,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start NATS, the registry, two schedulers, a gateway and N runners as
+    /// local processes; Ctrl-C stops them all.
+    Up(cluster_up::UpArgs),
 }
 
 #[derive(Subcommand)]
@@ -255,6 +286,12 @@ async fn run(command: Command) -> Result<()> {
         Command::Dev(args) => serve::serve(args, true).await?,
         Command::Registry(args) => serve::serve(args, false).await?,
         Command::Runner { args, conn } => serve::runner(args, conn).await?,
+        Command::Scheduler(args) => cluster::scheduler(args).await?,
+        Command::Gateway { args, conn } => cluster::gateway(args, conn).await?,
+        Command::Cluster { command } => match command {
+            ClusterCommand::Status { nats, json } => cluster::status(nats, json).await?,
+            ClusterCommand::Up(args) => cluster_up::up(args).await?,
+        },
         Command::Push { args, conn } => modules::push(&conn, args).await?,
         Command::Infer { args, conn } => infer::infer(&conn, args).await?,
         Command::List {

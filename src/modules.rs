@@ -89,6 +89,9 @@ pub struct PushArgs {
     /// Model dynamic batching: longest wait for a batch to fill, in µs.
     #[arg(long)]
     pub max_delay_us: Option<u64>,
+    /// Replicas a cluster keeps placed (any kind); the scheduler's default when absent.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub replicas: Option<u32>,
 }
 
 /// `conduit push`.
@@ -109,7 +112,11 @@ pub async fn push(conn: &Connection, args: PushArgs) -> Result<()> {
                 PushKind::Pipeline => Kind::Pipeline,
                 _ => Kind::Component,
             };
-            (kind, ExecutorHints::default())
+            let hints = ExecutorHints {
+                replicas: args.replicas.unwrap_or(0),
+                ..ExecutorHints::default()
+            };
+            (kind, hints)
         }
         PushKind::Model => (
             Kind::Model,
@@ -119,6 +126,7 @@ pub async fn push(conn: &Connection, args: PushArgs) -> Result<()> {
                 device: args.device.unwrap_or_default(),
                 max_batch_size: args.max_batch.unwrap_or(0),
                 max_queue_delay_us: args.max_delay_us.unwrap_or(0),
+                replicas: args.replicas.unwrap_or(0),
                 ..ExecutorHints::default()
             },
         ),
@@ -316,6 +324,9 @@ pub async fn inspect(conn: &Connection, reference: &str, json: bool) -> Result<(
     println!("created:    {} by {}", m.created_at, m.created_by);
     for r in &m.references {
         println!("references: {r}");
+    }
+    if m.executor.replicas > 0 {
+        println!("replicas:   {}", m.executor.replicas);
     }
     let e = &m.executor;
     if m.kind == Kind::Model {

@@ -77,6 +77,10 @@ pub struct RunnerArgs {
     pub registry_timeout: u64,
     #[command(flatten)]
     pub plane: PlaneArgs,
+    #[command(flatten)]
+    pub nats: crate::cluster::NatsArgs,
+    #[command(flatten)]
+    pub member: crate::cluster::MemberArgs,
 }
 
 /// Where `conduit dev` keeps the admin key of its own data directory.
@@ -84,7 +88,7 @@ pub fn dev_key_path(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.key")
 }
 
-fn node_config(data_dir: &Path, plane: &PlaneArgs) -> Result<NodeConfig> {
+pub fn node_config(data_dir: &Path, plane: &PlaneArgs) -> Result<NodeConfig> {
     let limits = match &plane.limits {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -112,7 +116,7 @@ fn node_config(data_dir: &Path, plane: &PlaneArgs) -> Result<NodeConfig> {
     })
 }
 
-async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))
@@ -201,13 +205,38 @@ pub async fn runner(args: RunnerArgs, conn: crate::modules::Connection) -> Resul
         http.local_addr()?
     );
     println!("  metrics: http://{}/metrics", http.local_addr()?);
+    let membership = match &args.nats.nats {
+        Some(_) => Some(crate::cluster::join(
+            &args.nats,
+            &args.member,
+            &node,
+            listener.local_addr()?,
+            http.local_addr()?,
+            args.plane.model_memory_mib << 20,
+        )?),
+        None => None,
+    };
     if !node.wait_linked(Duration::from_secs(5)).await {
         println!(
             "  registry not reachable yet: serving what {} has cached; retrying",
             args.data_dir.display()
         );
     }
-    node.serve(listener, Some(http), shutdown_signal()).await?;
+    // On SIGTERM the record goes first (gateways stop routing here), then
+    // the servers stop, letting requests in flight finish.
+    let (left_tx, left_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = async move {
+        shutdown_signal().await;
+        if let Some(m) = membership {
+            m.leave().await;
+        }
+        let _ = left_tx.send(());
+    };
+    tokio::spawn(stop);
+    node.serve(listener, Some(http), async move {
+        let _ = left_rx.await;
+    })
+    .await?;
     println!("conduit stopped");
     Ok(())
 }
@@ -227,7 +256,7 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -51,6 +51,7 @@ pub(crate) fn hints_to_pb(h: &ExecutorHints) -> pb::ExecutorHints {
         max_queue_delay_us: h.max_queue_delay_us,
         preferred_batch_sizes: h.preferred_batch_sizes.clone(),
         instances: h.instances,
+        replicas: h.replicas,
     }
 }
 
@@ -64,6 +65,7 @@ pub(crate) fn hints_from_pb(h: Option<pb::ExecutorHints>) -> ExecutorHints {
         max_queue_delay_us: h.max_queue_delay_us,
         preferred_batch_sizes: h.preferred_batch_sizes,
         instances: h.instances,
+        replicas: h.replicas,
     }
 }
 

@@ -71,6 +71,14 @@ pub struct ExecutorHints {
     /// Executor instances (threads) per loaded copy.
     #[serde(default)]
     pub instances: u32,
+    /// Replicas a cluster keeps placed (any kind of module; a push hint);
+    /// 0 for the scheduler's default.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replicas: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One registered version of a module. Immutable once stored, except for

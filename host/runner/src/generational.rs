@@ -62,4 +62,11 @@ impl<K: Eq + Hash, V: Clone> Generational<K, V> {
         }
         Ok(value)
     }
+
+    /// A value satisfying `pred`, if one is cached (any generation's: the
+    /// caller decides whether an older one will do).
+    pub(crate) fn find(&self, pred: impl Fn(&V) -> bool) -> Option<V> {
+        let state = self.state.lock().expect("generational cache lock");
+        state.entries.values().find(|v| pred(v)).cloned()
+    }
 }

@@ -10,7 +10,8 @@
 //! [`Serving`] turns `(tenant, model name, version)` into something that
 //! runs — a model through its executor's batch queue, a component in the
 //! sandbox, or a pipeline of both ([`engine`]) — with per-tenant limits and
-//! Triton-style counters ([`Metrics`]). The gRPC ([`grpc`]) and HTTP
+//! Triton-style counters ([`Metrics`]); [`LoadReport`] is what a runner
+//! in a cluster heartbeats. The gRPC ([`grpc`]) and HTTP
 //! ([`http`]) front ends only translate; errors become statuses in one
 //! place ([`ServeError`]).
 
@@ -29,6 +30,7 @@ mod listen;
 mod metrics;
 mod node;
 mod remote_source;
+mod report;
 mod serving;
 mod source;
 mod validator;
@@ -44,10 +46,11 @@ pub use error::{ServeError, StatusClass};
 use generational::Generational;
 pub use held::{HeldBody, HoldGuard, HoldGuardLayer};
 pub use limits::{ServingLimits, TenantServing};
-pub use listen::{ConnectionLimits, Limited, accept_limited, incoming, serve_http};
+pub use listen::{ConnectionLimits, Limited, accept_limited, incoming, serve_http, serve_router};
 pub use metrics::{Metrics, ModelCounters, ModelKey, RequestTiming};
 pub use node::{Node, NodeConfig, NodeError};
 pub use remote_source::{RemoteSource, RemoteSourceConfig};
+pub use report::LoadReport;
 pub use serving::{
     EXTENSIONS, IndexEntry, InferRequest, InferResponse, RequestGuard, Serving, ServingConfig,
     executor_key,

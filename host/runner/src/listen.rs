@@ -149,7 +149,22 @@ pub async fn serve_http(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let limits = serving.config().connections;
-    let router = super::http::router(serving);
+    serve_router(listener, super::http::router(serving), limits, shutdown).await
+}
+
+/// Serves any axum `router` on `listener` within `limits` (the connection
+/// cap, the header timeout) until `shutdown` resolves, then lets open
+/// connections finish their requests: the runner's front end and the
+/// gateway's.
+///
+/// # Errors
+/// Never in practice; the signature leaves room for listener failures.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
     let mut accepted = accept_limited(listener, limits.max_connections);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();

@@ -101,6 +101,11 @@ impl Metrics {
         f(&mut self.state.lock().expect("metrics lock"))
     }
 
+    /// Requests in flight now, over every model.
+    pub fn pending_total(&self) -> u64 {
+        self.with(|s| s.models.values().map(|c| c.pending).sum())
+    }
+
     /// A request for `key` started.
     pub fn begin(&self, key: &ModelKey) {
         self.with(|s| s.models.entry(key.clone()).or_default().pending += 1);

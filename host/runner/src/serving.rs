@@ -142,6 +142,8 @@ pub(crate) struct Inner {
     pub(crate) keys: Generational<[u8; 32], Tenant>,
     /// Calls made to the source (resolutions, listings, blobs, keys).
     pub(crate) source_reads: std::sync::atomic::AtomicU64,
+    /// Digests of the modules served or warmed here (see `report.rs`).
+    pub(crate) warm: Mutex<HashSet<Digest>>,
 }
 
 impl std::fmt::Debug for Serving {
@@ -184,6 +186,7 @@ impl Serving {
                 listed: Generational::new(256),
                 keys: Generational::new(4096),
                 source_reads: Default::default(),
+                warm: Mutex::default(),
             }),
         }
     }
@@ -500,6 +503,7 @@ impl Serving {
         match result {
             Ok((response, timing, rows, executions)) => {
                 metrics.success(&target.key, rows, executions, started.elapsed(), timing);
+                self.note_warm(target.manifest.digest);
                 Ok(response)
             }
             Err(e) => {
@@ -650,6 +654,19 @@ impl Serving {
             rows,
             executions,
         ))
+    }
+
+    /// Takes one of `tenant`'s concurrent-request permits (its
+    /// `max_concurrent_requests`), held until the guard drops: a gateway
+    /// enforces the same per-tenant limit as a runner.
+    ///
+    /// # Errors
+    /// [`ServeError::Overloaded`] when the tenant has that many in flight.
+    pub fn admit_tenant(&self, tenant: &Tenant) -> Result<RequestGuard, ServeError> {
+        let limits = self.inner.config.limits.of(&tenant.name);
+        Ok(RequestGuard(Arc::new(
+            self.admit(&tenant.name, limits.max_concurrent_requests)?,
+        )))
     }
 
     pub(crate) fn admit(&self, tenant: &str, max: u32) -> Result<OwnedSemaphorePermit, ServeError> {

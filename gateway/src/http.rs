@@ -1,0 +1,219 @@
+//! The gateway's KServe v2 HTTP front end. Inference, model configuration,
+//! statistics and loading are forwarded to a runner serving the model (the
+//! body as the client sent it: JSON or Triton's binary extension, gzip or
+//! not), with the same retries as over gRPC; health is the gateway's own;
+//! metadata, model readiness and the repository index are answered by the
+//! runner's HTTP front end over the gateway's own data plane (registry reads,
+//! cached).
+
+use crate::Gateway;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use conduit_runner::ServeError;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// The HTTP client the gateway forwards with.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A pooled HTTP/1 client for runners.
+pub fn client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(std::time::Duration::from_secs(1)));
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// Headers a forwarded request keeps (the rest are the hop's own).
+const FORWARDED: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+    header::ACCEPT_ENCODING,
+];
+
+/// The router: the gateway's routes, then the runner's front end over the
+/// gateway's data plane for the rest.
+pub fn router(gateway: Gateway) -> Router {
+    let local = conduit_runner::http::router(gateway.serving.clone());
+    Router::new()
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{name}/infer", post(forward_model))
+        .route("/v2/models/{name}/versions/{version}/infer", post(forward_version))
+        .route("/v2/models/{name}/config", get(forward_model))
+        .route("/v2/models/{name}/versions/{version}/config", get(forward_version))
+        .route("/v2/models/{name}/stats", get(forward_model))
+        .route("/v2/models/{name}/versions/{version}/stats", get(forward_version))
+        .route("/v2/repository/models/{name}/load", post(forward_model))
+        .with_state(gateway)
+        .fallback_service(local)
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    let body = serde_json::json!({ "error": message.to_string() }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn serve_error(e: ServeError) -> Response {
+    let status = StatusCode::from_u16(e.class().http()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, e)
+}
+
+async fn ready(State(gateway): State<Gateway>) -> Response {
+    match gateway.health() {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+async fn forward_model(
+    State(gateway): State<Gateway>,
+    Path(name): Path<String>,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    forward(gateway, name, String::new(), method, uri, headers, body).await
+}
+
+async fn forward_version(
+    State(gateway): State<Gateway>,
+    Path((name, version)): Path<(String, String)>,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    forward(gateway, name, version, method, uri, headers, body).await
+}
+
+/// Sends the request to a runner serving `name` at `version`, and to another
+/// when that one is lost or refuses (503, 429, no connection).
+async fn forward(
+    gateway: Gateway,
+    name: String,
+    version: String,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    let tenant = match gateway.serving.authenticate(authorization).await {
+        Ok(t) => t,
+        Err(e) => return serve_error(e),
+    };
+    let _permit = match gateway.serving.admit_tenant(&tenant) {
+        Ok(p) => p,
+        Err(e) => return serve_error(e),
+    };
+    let manifest = match gateway.serving.resolve(&tenant, &name, &version).await {
+        Ok(m) => m,
+        Err(e) => return serve_error(e),
+    };
+    let max = gateway.serving.config().max_request_bytes;
+    let body = match Limited::new(body, max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return if e.is::<http_body_util::LengthLimitError>() {
+                error(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is over {max} bytes"))
+            } else {
+                error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))
+            };
+        }
+    };
+    // Pinned to the version resolved here; the route's last segment kept.
+    let tail = uri.path().rsplit('/').next().unwrap_or("");
+    let path = format!(
+        "/v2/models/{}/versions/{}/{tail}{}",
+        manifest.name,
+        manifest.version,
+        uri.query().map(|q| format!("?{q}")).unwrap_or_default()
+    );
+    let limits = gateway.serving.config().limits.of(&tenant.name);
+    let deadline = Instant::now() + limits.request_deadline();
+    let router = &gateway.router;
+    router.counters().forwarded.fetch_add(1, Ordering::Relaxed);
+    let mut tried = Vec::new();
+    let mut last: Option<Response> = None;
+    for attempt in 0..router.config().max_attempts {
+        let target = match router.next(&tenant, &manifest, &tried, deadline).await {
+            Ok(t) => t,
+            Err(e) => return last.unwrap_or_else(|| serve_error(e)),
+        };
+        if attempt > 0 {
+            router.counters().retries.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut request = hyper::Request::builder()
+            .method(method.clone())
+            .uri(format!("http://{}{path}", target.runner.http));
+        for h in &FORWARDED {
+            if let Some(v) = headers.get(h) {
+                request = request.header(h, v);
+            }
+        }
+        for (k, v) in &headers {
+            if k.as_str().starts_with("inference-") {
+                request = request.header(k, v);
+            }
+        }
+        let request = match request.body(Full::new(body.clone())) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let sent = tokio::time::timeout(left, gateway.http.request(request)).await;
+        let answer = match sent {
+            Err(_) => {
+                return serve_error(ServeError::Deadline(format!(
+                    "`{name}`: the request's deadline passed"
+                )));
+            }
+            Ok(Err(e)) => {
+                router.suspect(&target.runner);
+                tried.push(target.runner.id.clone());
+                last = Some(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("runner {} failed: {e}", target.runner.id),
+                ));
+                continue;
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        let (parts, incoming) = answer.into_parts();
+        let bytes = match incoming.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                router.suspect(&target.runner);
+                tried.push(target.runner.id.clone());
+                last = Some(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("runner {} broke off its answer: {e}", target.runner.id),
+                ));
+                continue;
+            }
+        };
+        let response = Response::from_parts(parts, Body::from(bytes));
+        if matches!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
+            tried.push(target.runner.id.clone());
+            last = Some(response);
+            continue;
+        }
+        return response;
+    }
+    last.unwrap_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "no runner answered"))
+}

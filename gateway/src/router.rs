@@ -1,0 +1,387 @@
+//! Where a request goes: the runners holding its module's placement, picked
+//! by the power of two choices on their reported load, with another replica
+//! (or, failing that, any live runner) tried when one is lost or refuses.
+
+use conduit_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use conduit_registry::{Manifest, Tenant};
+use conduit_runner::ServeError;
+use conduit_scheduler::{
+    ClusterView, PLACE_SUBJECT, PlaceReply, PlaceRequest, Placement, RunnerRecord,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+
+/// How the gateway routes.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Longest wait for a placement (the first request of a module, or all
+    /// its runners lost), within the request's own deadline.
+    pub placement_timeout: Duration,
+    /// Attempts per request over distinct runners (pipelines are pure, so a
+    /// retry is always safe).
+    pub max_attempts: usize,
+    /// How long a runner that failed at the transport level is skipped.
+    pub suspect_for: Duration,
+    /// Largest message a runner may answer with (its own limit applies
+    /// first).
+    pub max_message_bytes: usize,
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        Self {
+            placement_timeout: Duration::from_secs(10),
+            max_attempts: 4,
+            suspect_for: Duration::from_secs(3),
+            max_message_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The routing state of one gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    view: ClusterView,
+    config: RouteConfig,
+    /// Runner address → a lazily connected channel.
+    channels: Mutex<HashMap<String, Channel>>,
+    /// Runner id → until when it is skipped.
+    suspects: Mutex<HashMap<String, Instant>>,
+    /// Requests this gateway has in flight per runner: its load as seen
+    /// between two heartbeats.
+    outstanding: Mutex<HashMap<String, u64>>,
+    seed: AtomicU64,
+    counters: Counters,
+}
+
+/// What the gateway has done, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Requests forwarded (first attempts).
+    pub forwarded: AtomicU64,
+    /// Attempts retried on another runner.
+    pub retries: AtomicU64,
+    /// Placement requests sent to the scheduler.
+    pub placement_requests: AtomicU64,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("view", &self.inner.view).finish()
+    }
+}
+
+/// One attempt's target, released (its outstanding count) when dropped.
+pub struct Attempt {
+    /// The runner.
+    pub runner: RunnerRecord,
+    router: Router,
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let mut out = self.router.inner.outstanding.lock().expect("outstanding lock");
+        if let Some(n) = out.get_mut(&self.runner.id) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+impl Router {
+    /// Routes by `view`.
+    pub fn new(view: ClusterView, config: RouteConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                view,
+                config,
+                channels: Mutex::default(),
+                suspects: Mutex::default(),
+                outstanding: Mutex::default(),
+                seed: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The view it routes by.
+    pub fn view(&self) -> &ClusterView {
+        &self.inner.view
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &RouteConfig {
+        &self.inner.config
+    }
+
+    /// Its counters.
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// Whether it can route: the view is read and some runner is live.
+    ///
+    /// # Errors
+    /// Why not, in words.
+    pub fn health(&self) -> Result<(), String> {
+        let view = &self.inner.view;
+        if !view.synced() {
+            return Err(format!(
+                "the cluster state has not been read from NATS yet ({})",
+                if view.cluster().linked() { "linked" } else { "not linked" }
+            ));
+        }
+        if view.live_runners().is_empty() {
+            return Err("no live runner in the cluster".into());
+        }
+        Ok(())
+    }
+
+    /// A gRPC client of a runner.
+    pub fn grpc(&self, runner: &RunnerRecord) -> GrpcInferenceServiceClient<Channel> {
+        let mut channels = self.inner.channels.lock().expect("channels lock");
+        let channel = channels
+            .entry(runner.grpc.clone())
+            .or_insert_with(|| {
+                Endpoint::from_shared(format!("http://{}", runner.grpc))
+                    .expect("runner addresses are host:port")
+                    .connect_timeout(Duration::from_secs(1))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .connect_lazy()
+            })
+            .clone();
+        GrpcInferenceServiceClient::new(channel)
+            .max_decoding_message_size(self.inner.config.max_message_bytes)
+            .max_encoding_message_size(self.inner.config.max_message_bytes)
+    }
+
+    /// Marks a runner as failing at the transport level: skipped for a while,
+    /// and its channel dropped (a restarted runner gets a fresh connection).
+    pub fn suspect(&self, runner: &RunnerRecord) {
+        let until = Instant::now() + self.inner.config.suspect_for;
+        self.inner
+            .suspects
+            .lock()
+            .expect("suspects lock")
+            .insert(runner.id.clone(), until);
+        self.inner
+            .channels
+            .lock()
+            .expect("channels lock")
+            .remove(&runner.grpc);
+    }
+
+    fn suspected(&self, id: &str) -> bool {
+        let mut s = self.inner.suspects.lock().expect("suspects lock");
+        match s.get(id) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                s.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The next runner to try for `manifest`, none of `tried`: a live,
+    /// unsuspected holder of its placement by the power of two choices;
+    /// else any live runner (it loads the module on its first request); else
+    /// it waits (until `deadline`) for the scheduler to place it.
+    ///
+    /// # Errors
+    /// [`ServeError::Unavailable`] when nothing can serve it in time, saying
+    /// why; [`ServeError::Deadline`] when the deadline passes first.
+    pub async fn next(
+        &self,
+        tenant: &Tenant,
+        manifest: &Manifest,
+        tried: &[String],
+        deadline: Instant,
+    ) -> Result<Attempt, ServeError> {
+        let digest = manifest.digest.to_string();
+        let wait_until = deadline.min(Instant::now() + self.inner.config.placement_timeout);
+        let mut asked = false;
+        let mut changes = self.inner.view.changes();
+        loop {
+            let placement = self.inner.view.placement(&digest);
+            let holders = self.candidates(placement.as_ref().map(|p| &p.runners[..]), tried);
+            if let Some(r) = self.two_choices(holders) {
+                return Ok(self.attempt(r));
+            }
+            if placement.is_none() && !asked {
+                asked = true;
+                match self.ask(tenant, manifest, wait_until).await {
+                    Ok(p) => {
+                        self.inner.view.note_placement(&p);
+                        continue;
+                    }
+                    Err(e) if Instant::now() >= wait_until => return Err(e),
+                    Err(e) => tracing::debug!(error = %e, "placement request failed"),
+                }
+            }
+            // Its holders are lost or already tried: any other live runner
+            // can serve it (cold) while the scheduler moves the placement.
+            if let Some(r) = self.two_choices(self.candidates(None, tried)) {
+                return Ok(self.attempt(r));
+            }
+            let now = Instant::now();
+            if now >= wait_until {
+                return Err(if now >= deadline {
+                    ServeError::Deadline(format!(
+                        "no runner could serve `{}` before the request's deadline",
+                        manifest.name
+                    ))
+                } else {
+                    ServeError::Unavailable(format!(
+                        "no runner can serve `{}@{}` now: {} (waited {:?})",
+                        manifest.name,
+                        manifest.version,
+                        self.why_none(tried),
+                        self.inner.config.placement_timeout
+                    ))
+                });
+            }
+            let _ = tokio::time::timeout(
+                (wait_until - now).min(Duration::from_millis(200)),
+                changes.changed(),
+            )
+            .await;
+        }
+    }
+
+    fn why_none(&self, tried: &[String]) -> String {
+        let live = self.inner.view.live_runners();
+        if live.is_empty() {
+            "no live runner in the cluster".into()
+        } else if live.iter().all(|r| tried.contains(&r.id)) {
+            format!("every live runner ({}) failed it", live.len())
+        } else {
+            "every live runner is draining or failing".into()
+        }
+    }
+
+    /// Live, unsuspected, undrained runners of `ids` (all when `None`), none
+    /// of `tried`.
+    fn candidates(&self, ids: Option<&[String]>, tried: &[String]) -> Vec<RunnerRecord> {
+        let live = self.inner.view.live_runners();
+        live.into_iter()
+            .filter(|r| ids.is_none_or(|ids| ids.contains(&r.id)))
+            .filter(|r| !r.draining && !tried.contains(&r.id) && !self.suspected(&r.id))
+            .collect()
+    }
+
+    /// Two at random, the less loaded of them (reported load plus this
+    /// gateway's own requests in flight there).
+    fn two_choices(&self, mut runners: Vec<RunnerRecord>) -> Option<RunnerRecord> {
+        match runners.len() {
+            0 => None,
+            1 => runners.pop(),
+            n => {
+                let a = self.random(n);
+                let mut b = self.random(n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let out = self.inner.outstanding.lock().expect("outstanding lock");
+                let load = |r: &RunnerRecord| r.load() + *out.get(&r.id).unwrap_or(&0) as f64;
+                let pick = if load(&runners[b]) < load(&runners[a]) { b } else { a };
+                drop(out);
+                Some(runners.swap_remove(pick))
+            }
+        }
+    }
+
+    fn random(&self, n: usize) -> usize {
+        // xorshift64*: uniform enough to pick two of n, lock-free.
+        let mut x = self.inner.seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as usize % n
+    }
+
+    fn attempt(&self, runner: RunnerRecord) -> Attempt {
+        *self
+            .inner
+            .outstanding
+            .lock()
+            .expect("outstanding lock")
+            .entry(runner.id.clone())
+            .or_default() += 1;
+        Attempt {
+            runner,
+            router: self.clone(),
+        }
+    }
+
+    /// Asks the active scheduler to place `manifest` (retrying while no
+    /// scheduler leads, e.g. during a failover) until `until`.
+    async fn ask(&self, tenant: &Tenant, manifest: &Manifest, until: Instant) -> Result<Placement, ServeError> {
+        let request = PlaceRequest {
+            digest: manifest.digest.to_string(),
+            tenant: tenant.name.clone(),
+            module: format!("{}@{}", manifest.name, manifest.version),
+            replicas: manifest.executor.replicas,
+            memory: manifest.size.saturating_mul(manifest.executor.instances.max(1) as u64),
+            device: manifest.executor.device.clone(),
+        };
+        let body = serde_json::to_vec(&request).expect("a placement request encodes");
+        let client = self.inner.view.cluster().client().clone();
+        loop {
+            let last;
+            self.inner.counters.placement_requests.fetch_add(1, Ordering::Relaxed);
+            let left = until.saturating_duration_since(Instant::now());
+            let ask = client.request(PLACE_SUBJECT, body.clone().into());
+            match tokio::time::timeout(left.min(Duration::from_secs(2)), ask).await {
+                Ok(Ok(msg)) => match serde_json::from_slice::<PlaceReply>(&msg.payload) {
+                    Ok(PlaceReply::Placed(p)) => return Ok(p),
+                    Ok(PlaceReply::Refused(why)) => last = format!("the scheduler refused: {why}"),
+                    Err(e) => last = format!("the scheduler's answer did not decode: {e}"),
+                },
+                Ok(Err(e)) => last = format!("no scheduler answered ({e})"),
+                Err(_) => last = "the scheduler did not answer in time".into(),
+            }
+            if Instant::now() + Duration::from_millis(200) >= until {
+                return Err(ServeError::Unavailable(format!(
+                    "`{}@{}` has no placement: {last}",
+                    manifest.name, manifest.version
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Whether a runner's answer means "try another runner": it is gone or
+/// going (UNAVAILABLE, a broken connection) or it refused the work for now
+/// (RESOURCE_EXHAUSTED). Anything else is the request's own answer.
+pub fn retryable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::ResourceExhausted
+    )
+}
+
+/// Whether the failure was the runner's transport (it is gone): the runner
+/// is skipped for a while.
+pub fn transport_failure(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unknown | tonic::Code::Cancelled => true,
+        tonic::Code::Unavailable => {
+            let m = status.message();
+            m.contains("transport") || m.contains("connect") || m.contains("connection")
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,35 @@
+//! Conduit's cluster coordination, on NATS JetStream.
+//!
+//! - [`kv`]: the three buckets (`runners`, `placements`, `leader`) and the
+//!   [`Cluster`] handle every role connects with;
+//! - [`ClusterView`]: a live view of runners and placements (gateways route
+//!   by it, the scheduler decides on it);
+//! - [`policy`]: which runners should hold a module (pure, unit-tested);
+//! - [`scheduler`]: `conduit scheduler` (leader lease, placement requests,
+//!   moving placements off lost runners);
+//! - [`member`]: a runner's side (`conduit runner --nats URL`): heartbeats,
+//!   warming what is placed on it.
+//!
+//! Only records cross NATS; tensors go runner ↔ gateway ↔ client over gRPC
+//! and HTTP. See `docs/cluster.md`.
+
+mod error;
+pub mod kv;
+pub mod member;
+pub mod policy;
+mod records;
+pub mod scheduler;
+mod view;
+
+pub use error::ClusterError;
+pub use kv::{Cluster, ClusterConfig};
+pub use member::{Host, HostLoad, MemberConfig, Membership};
+pub use records::{
+    Lease, PlaceReply, PlaceRequest, Placement, RunnerRecord, digest_key, valid_id,
+};
+pub use scheduler::SchedulerConfig;
+pub use view::ClusterView;
+
+/// The NATS subject a gateway asks the active scheduler for a placement on
+/// (request/reply; JSON [`PlaceRequest`] → [`PlaceReply`]).
+pub const PLACE_SUBJECT: &str = "conduit.scheduler.place";
