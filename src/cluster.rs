@@ -142,8 +142,15 @@ pub fn join(
         serving: node.serving.clone(),
         last: Mutex::new((Instant::now(), Duration::ZERO)),
     });
-    println!("  cluster: {} as `{id}`", nats.nats.as_deref().unwrap_or(""));
-    Ok(Membership::start(nats.config(&format!("runner {id}"))?, config, host))
+    println!(
+        "  cluster: {} as `{id}`",
+        nats.nats.as_deref().unwrap_or("")
+    );
+    Ok(Membership::start(
+        nats.config(&format!("runner {id}"))?,
+        config,
+        host,
+    ))
 }
 
 /// `conduit scheduler` options.
@@ -237,7 +244,10 @@ pub async fn gateway(args: GatewayArgs, conn: Connection) -> Result<()> {
     println!("conduit gateway");
     println!("  registry: {}", conn.registry);
     println!("  inference (KServe v2 gRPC): {}", grpc.local_addr()?);
-    println!("  inference (KServe v2 HTTP): http://{}", http.local_addr()?);
+    println!(
+        "  inference (KServe v2 HTTP): http://{}",
+        http.local_addr()?
+    );
     node.wait_linked(Duration::from_secs(5)).await;
     gateway
         .serve(grpc, Some(http), shutdown_signal())

@@ -78,7 +78,10 @@ async fn start(
         .with_context(|| format!("cannot open {}", log_path.display()))?;
     let mut child = Command::new(program)
         .args(args)
-        .env("CONDUIT_LOG", std::env::var("CONDUIT_LOG").unwrap_or_else(|_| "info".into()))
+        .env(
+            "CONDUIT_LOG",
+            std::env::var("CONDUIT_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log.try_clone()?)
@@ -110,10 +113,16 @@ async fn wait_port(proc: &mut Proc, addr: &str, timeout: Duration) -> Result<()>
             return Ok(());
         }
         if let Some(status) = proc.child.try_wait()? {
-            bail!("{} exited ({status}) before it listened on {addr}: see its log", proc.name);
+            bail!(
+                "{} exited ({status}) before it listened on {addr}: see its log",
+                proc.name
+            );
         }
         if Instant::now() >= deadline {
-            bail!("{} did not listen on {addr} within {timeout:?}: see its log", proc.name);
+            bail!(
+                "{} did not listen on {addr} within {timeout:?}: see its log",
+                proc.name
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -127,7 +136,8 @@ pub async fn up(args: UpArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let b = args.port_base;
     let port = |off: u16| -> Result<u16> {
-        b.checked_add(off).context("--port-base leaves no room for every process's ports")
+        b.checked_add(off)
+            .context("--port-base leaves no room for every process's ports")
     };
     let (gw_http, gw_grpc, registry, nats) = (port(0)?, port(1)?, port(2)?, port(3)?);
     let nats_url = format!("nats://127.0.0.1:{nats}");
@@ -150,7 +160,12 @@ pub async fn up(args: UpArgs) -> Result<()> {
             None,
         )
         .await?;
-        wait_port(&mut p, &format!("127.0.0.1:{nats}"), Duration::from_secs(10)).await?;
+        wait_port(
+            &mut p,
+            &format!("127.0.0.1:{nats}"),
+            Duration::from_secs(10),
+        )
+        .await?;
         procs.push(p);
 
         // The registry prints its admin key once, on its first start: kept
@@ -171,7 +186,12 @@ pub async fn up(args: UpArgs) -> Result<()> {
             Some(tx),
         )
         .await?;
-        wait_port(&mut p, &format!("127.0.0.1:{registry}"), Duration::from_secs(30)).await?;
+        wait_port(
+            &mut p,
+            &format!("127.0.0.1:{registry}"),
+            Duration::from_secs(30),
+        )
+        .await?;
         procs.push(p);
         let key = loop {
             match tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
@@ -192,13 +212,8 @@ pub async fn up(args: UpArgs) -> Result<()> {
                 },
             }
         };
-        let common = |role: &str| -> Vec<String> {
-            vec![
-                role.into(),
-                "--nats".into(),
-                nats_url.clone(),
-            ]
-        };
+        let common =
+            |role: &str| -> Vec<String> { vec![role.into(), "--nats".into(), nats_url.clone()] };
         for i in 0..args.schedulers.max(1) {
             let mut a = common("scheduler");
             a.extend(["--id".into(), format!("scheduler-{i}")]);
@@ -239,7 +254,12 @@ pub async fn up(args: UpArgs) -> Result<()> {
             format!("127.0.0.1:{gw_http}"),
         ]);
         let mut p = start(&dir, "gateway", &exe, &a, None).await?;
-        wait_port(&mut p, &format!("127.0.0.1:{gw_http}"), Duration::from_secs(30)).await?;
+        wait_port(
+            &mut p,
+            &format!("127.0.0.1:{gw_http}"),
+            Duration::from_secs(30),
+        )
+        .await?;
         procs.push(p);
         Ok(key)
     }
@@ -256,9 +276,16 @@ pub async fn up(args: UpArgs) -> Result<()> {
     println!("  inference (KServe v2 HTTP, the gateway): http://127.0.0.1:{gw_http}");
     println!("  registry: {registry_url}");
     println!("  NATS: {nats_url}");
-    println!("  runners: {}, schedulers: {}", args.runners, args.schedulers.max(1));
+    println!(
+        "  runners: {}, schedulers: {}",
+        args.runners,
+        args.schedulers.max(1)
+    );
     println!("  logs: {}/logs/<process>.log", dir.display());
-    println!("  admin API key (also in {}):", dir.join("admin.key").display());
+    println!(
+        "  admin API key (also in {}):",
+        dir.join("admin.key").display()
+    );
     println!("    export CONDUIT_API_KEY={key}");
     println!("  Ctrl-C stops the cluster");
     // Watch for a process dying on its own; stop on Ctrl-C / SIGTERM.
@@ -268,11 +295,13 @@ pub async fn up(args: UpArgs) -> Result<()> {
         tokio::select! {
             () = &mut signal => break,
             () = tokio::time::sleep(Duration::from_secs(1)) => {
-                for p in &mut procs {
-                    if let Ok(Some(status)) = p.child.try_wait() {
+                procs.retain_mut(|p| match p.child.try_wait() {
+                    Ok(Some(status)) => {
                         eprintln!("warning: {} exited ({status}); see {}/logs/{}.log", p.name, dir.display(), p.name);
+                        false
                     }
-                }
+                    _ => true,
+                });
             }
         }
     }

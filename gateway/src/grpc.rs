@@ -62,7 +62,9 @@ impl GatewayService {
         }
         Ok(Caller {
             tenant,
-            authorization: header.cloned().unwrap_or_else(|| AsciiMetadataValue::from_static("")),
+            authorization: header
+                .cloned()
+                .unwrap_or_else(|| AsciiMetadataValue::from_static("")),
             deadline: Instant::now() + budget,
         })
     }
@@ -82,7 +84,10 @@ impl GatewayService {
         let mut last: Option<Status> = None;
         router.counters().forwarded.fetch_add(1, Ordering::Relaxed);
         for attempt in 0..router.config().max_attempts {
-            let target = match router.next(&caller.tenant, manifest, &tried, caller.deadline).await {
+            let target = match router
+                .next(&caller.tenant, manifest, &tried, caller.deadline)
+                .await
+            {
                 Ok(t) => t,
                 // Out of runners: the last runner's own answer says more.
                 Err(e) => return Err(last.unwrap_or_else(|| e.into())),
@@ -113,12 +118,25 @@ impl GatewayService {
             }
         }
         Err(last.unwrap_or_else(|| {
-            ServeError::Deadline(format!("`{}`: the request's deadline passed", manifest.name)).into()
+            ServeError::Deadline(format!(
+                "`{}`: the request's deadline passed",
+                manifest.name
+            ))
+            .into()
         }))
     }
 
-    async fn resolve(&self, caller: &Caller, name: &str, version: &str) -> Result<Manifest, Status> {
-        Ok(self.gateway.serving.resolve(&caller.tenant, name, version).await?)
+    async fn resolve(
+        &self,
+        caller: &Caller,
+        name: &str,
+        version: &str,
+    ) -> Result<Manifest, Status> {
+        Ok(self
+            .gateway
+            .serving
+            .resolve(&caller.tenant, name, version)
+            .await?)
     }
 }
 
@@ -162,13 +180,30 @@ impl server::GrpcInferenceService for GatewayService {
 
     async fn model_ready(
         &self,
-        r: Request<pb::ModelReadyRequest>,
+        request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
-        let ready = self.gateway.router.health().is_ok();
-        let answer = server::GrpcInferenceService::model_ready(&self.local, r).await?;
-        Ok(Response::new(pb::ModelReadyResponse {
-            ready: ready && answer.get_ref().ready,
-        }))
+        let caller = self.caller(request.metadata()).await?;
+        let message = request.into_inner();
+        let manifest = match self.resolve(&caller, &message.name, &message.version).await {
+            Ok(m) => m,
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                return Ok(Response::new(pb::ModelReadyResponse { ready: false }));
+            }
+            Err(s) => return Err(s),
+        };
+        // Asked of a runner serving it: unloading is a runner's state.
+        match self
+            .forward(&caller, &manifest, message, async |mut c, r| {
+                c.model_ready(r).await
+            })
+            .await
+        {
+            Ok(answer) => Ok(answer),
+            Err(s) if crate::router::retryable(&s) => {
+                Ok(Response::new(pb::ModelReadyResponse { ready: false }))
+            }
+            Err(s) => Err(s),
+        }
     }
 
     async fn server_metadata(
@@ -198,8 +233,14 @@ impl server::GrpcInferenceService for GatewayService {
         // Pinned: every replica serves the version resolved here, even if a
         // tag moves while the request is retried.
         message.model_version = manifest.version.clone();
-        self.forward(&caller, &manifest, message, async |mut c, r| c.model_infer(r).await)
-            .await
+        let done = self.gateway.count(&caller.tenant, &manifest);
+        let answer = self
+            .forward(&caller, &manifest, message, async |mut c, r| {
+                c.model_infer(r).await
+            })
+            .await;
+        done(answer.as_ref().err().map(|s| s.code()));
+        answer
     }
 
     async fn model_config(
@@ -208,9 +249,13 @@ impl server::GrpcInferenceService for GatewayService {
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let caller = self.caller(request.metadata()).await?;
         let message = request.into_inner();
-        let manifest = self.resolve(&caller, &message.name, &message.version).await?;
-        self.forward(&caller, &manifest, message, async |mut c, r| c.model_config(r).await)
-            .await
+        let manifest = self
+            .resolve(&caller, &message.name, &message.version)
+            .await?;
+        self.forward(&caller, &manifest, message, async |mut c, r| {
+            c.model_config(r).await
+        })
+        .await
     }
 
     async fn model_statistics(
@@ -221,7 +266,8 @@ impl server::GrpcInferenceService for GatewayService {
         let message = request.into_inner();
         if !message.name.is_empty() {
             // An unknown model is NOT_FOUND here, as on a runner.
-            self.resolve(&caller, &message.name, &message.version).await?;
+            self.resolve(&caller, &message.name, &message.version)
+                .await?;
         }
         let router = &self.gateway.router;
         let calls = router.view().live_runners().into_iter().map(|runner| {
@@ -260,11 +306,22 @@ impl server::GrpcInferenceService for GatewayService {
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
         let caller = self.caller(request.metadata()).await?;
         let message = request.into_inner();
-        let manifest = self.resolve(&caller, &message.model_name, "").await?;
-        self.forward(&caller, &manifest, message, async |mut c, r| {
-            c.repository_model_load(r).await
-        })
-        .await
+        self.resolve(&caller, &message.model_name, "").await?;
+        // Loaded wherever it may be routed: every live runner.
+        let router = &self.gateway.router;
+        let calls = router.view().live_runners().into_iter().map(|runner| {
+            let mut request = Request::new(message.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", caller.authorization.clone());
+            let mut client = router.grpc(&runner);
+            async move { client.repository_model_load(request).await }
+        });
+        let answers = futures_join_all(calls).await;
+        match answers.into_iter().find_map(Result::err) {
+            Some(e) => Err(e),
+            None => Ok(Response::new(pb::RepositoryModelLoadResponse {})),
+        }
     }
 
     async fn repository_model_unload(
@@ -293,7 +350,9 @@ impl server::GrpcInferenceService for GatewayService {
 }
 
 /// Runs futures concurrently, answers in order.
-async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output>
 where
     F: Send + 'static,
     F::Output: Send + 'static,

@@ -6,7 +6,7 @@
 //! runner's HTTP front end over the gateway's own data plane (registry reads,
 //! cached).
 
-use crate::Gateway;
+use crate::{Gateway, statistics};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -47,12 +47,25 @@ pub fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/v2/health/ready", get(ready))
         .route("/v2/models/{name}/infer", post(forward_model))
-        .route("/v2/models/{name}/versions/{version}/infer", post(forward_version))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(forward_version),
+        )
         .route("/v2/models/{name}/config", get(forward_model))
-        .route("/v2/models/{name}/versions/{version}/config", get(forward_version))
-        .route("/v2/models/{name}/stats", get(forward_model))
-        .route("/v2/models/{name}/versions/{version}/stats", get(forward_version))
-        .route("/v2/repository/models/{name}/load", post(forward_model))
+        .route(
+            "/v2/models/{name}/versions/{version}/config",
+            get(forward_version),
+        )
+        .route("/v2/models/{name}/ready", get(forward_model))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(forward_version),
+        )
+        .route("/v2/models/stats", get(fan_out))
+        .route("/v2/models/{name}/stats", get(fan_out))
+        .route("/v2/models/{name}/versions/{version}/stats", get(fan_out))
+        .route("/v2/repository/models/{name}/load", post(fan_out))
+        .route("/v2/repository/models/{name}/unload", post(fan_out))
         .with_state(gateway)
         .fallback_service(local)
 }
@@ -63,7 +76,8 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
 }
 
 fn serve_error(e: ServeError) -> Response {
-    let status = StatusCode::from_u16(e.class().http()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(e.class().http()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     error(status, e)
 }
 
@@ -97,7 +111,7 @@ async fn forward_version(
 }
 
 /// Sends the request to a runner serving `name` at `version`, and to another
-/// when that one is lost or refuses (503, 429, no connection).
+/// when that one is lost (no connection, a broken answer) or refuses (429).
 async fn forward(
     gateway: Gateway,
     name: String,
@@ -127,9 +141,15 @@ async fn forward(
         Ok(b) => b.to_bytes(),
         Err(e) => {
             return if e.is::<http_body_util::LengthLimitError>() {
-                error(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is over {max} bytes"))
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is too large: over the limit of {max} bytes"),
+                )
             } else {
-                error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}"),
+                )
             };
         }
     };
@@ -143,12 +163,37 @@ async fn forward(
     );
     let limits = gateway.serving.config().limits.of(&tenant.name);
     let deadline = Instant::now() + limits.request_deadline();
+    let done = (tail == "infer").then(|| gateway.count(&tenant, &manifest));
+    let response = send(
+        &gateway, &tenant, &manifest, &name, deadline, &method, &path, &headers, body,
+    )
+    .await;
+    if let Some(done) = done {
+        let code = (!response.status().is_success()).then_some(tonic::Code::Unknown);
+        done(code);
+    }
+    response
+}
+
+/// Sends one forwarded request, retrying as [`forward`] says.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    gateway: &Gateway,
+    tenant: &conduit_registry::Tenant,
+    manifest: &conduit_registry::Manifest,
+    name: &str,
+    deadline: Instant,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
     let router = &gateway.router;
     router.counters().forwarded.fetch_add(1, Ordering::Relaxed);
     let mut tried = Vec::new();
     let mut last: Option<Response> = None;
     for attempt in 0..router.config().max_attempts {
-        let target = match router.next(&tenant, &manifest, &tried, deadline).await {
+        let target = match router.next(tenant, manifest, &tried, deadline).await {
             Ok(t) => t,
             Err(e) => return last.unwrap_or_else(|| serve_error(e)),
         };
@@ -163,7 +208,7 @@ async fn forward(
                 request = request.header(h, v);
             }
         }
-        for (k, v) in &headers {
+        for (k, v) in headers {
             if k.as_str().starts_with("inference-") {
                 request = request.header(k, v);
             }
@@ -205,10 +250,9 @@ async fn forward(
             }
         };
         let response = Response::from_parts(parts, Body::from(bytes));
-        if matches!(
-            response.status(),
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
-        ) {
+        // A refusal for now: another runner may take it. (A 503 from a live
+        // runner is the request's own answer, as over gRPC.)
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
             tried.push(target.runner.id.clone());
             last = Some(response);
             continue;
@@ -216,4 +260,109 @@ async fn forward(
         return response;
     }
     last.unwrap_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "no runner answered"))
+}
+
+/// Sends the request to every live runner: loading and unloading (a
+/// runner's own state, wherever requests may be routed) and statistics
+/// (summed). The first refusal is the answer; otherwise the last success,
+/// or for statistics the sum.
+async fn fan_out(
+    State(gateway): State<Gateway>,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    if let Err(e) = gateway.serving.authenticate(authorization).await {
+        return serve_error(e);
+    }
+    let body = match Limited::new(body, 1 << 20).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            );
+        }
+    };
+    let path = uri
+        .path_and_query()
+        .map_or_else(|| uri.path().to_string(), ToString::to_string);
+    let runners = gateway.router.view().live_runners();
+    if runners.is_empty() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no live runner in the cluster",
+        );
+    }
+    let calls = runners.into_iter().map(|runner| {
+        let mut request = hyper::Request::builder()
+            .method(method.clone())
+            .uri(format!("http://{}{path}", runner.http));
+        for h in &FORWARDED {
+            if let Some(v) = headers.get(h) {
+                request = request.header(h, v);
+            }
+        }
+        let request = request.body(Full::new(body.clone()));
+        let client = gateway.http.clone();
+        tokio::spawn(async move {
+            let request = request.map_err(|e| e.to_string())?;
+            let answer =
+                tokio::time::timeout(std::time::Duration::from_secs(30), client.request(request))
+                    .await
+                    .map_err(|_| format!("runner {} did not answer in 30 s", runner.id))?
+                    .map_err(|e| format!("runner {}: {e}", runner.id))?;
+            let (parts, incoming) = answer.into_parts();
+            let bytes = incoming
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>((parts, bytes))
+        })
+    });
+    let handles: Vec<_> = calls.collect();
+    let stats = uri.path().ends_with("/stats");
+    let mut merged: Option<serde_json::Value> = None;
+    let mut last = None;
+    for h in handles {
+        let (parts, bytes) = match h.await {
+            Ok(Ok(answer)) => answer,
+            // A runner lost meanwhile: the others answer.
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "a runner did not answer a fan-out");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if !parts.status.is_success() {
+            if stats && parts.status == StatusCode::NOT_FOUND {
+                continue;
+            }
+            return Response::from_parts(parts, Body::from(bytes));
+        }
+        if stats && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            merged = Some(match merged.take() {
+                None => v,
+                Some(mut m) => {
+                    statistics::merge_json(&mut m, v);
+                    m
+                }
+            });
+        }
+        last = Some((parts, bytes));
+    }
+    match (merged, last) {
+        (Some(m), Some((parts, _))) => {
+            let mut r = Response::from_parts(parts, Body::from(m.to_string()));
+            r.headers_mut().remove(header::CONTENT_LENGTH);
+            r
+        }
+        (None, Some((parts, bytes))) => Response::from_parts(parts, Body::from(bytes)),
+        _ => error(StatusCode::SERVICE_UNAVAILABLE, "no runner answered"),
+    }
 }

@@ -19,7 +19,9 @@ pub use grpc::GatewayService;
 pub use http::router as http_router;
 pub use router::{Counters, RouteConfig, Router, retryable, transport_failure};
 
-use conduit_runner::{HoldGuardLayer, Serving, accept_limited, incoming, serve_router};
+use conduit_runner::{
+    HoldGuardLayer, ModelKey, RequestTiming, Serving, accept_limited, incoming, serve_router,
+};
 use conduit_scheduler::ClusterView;
 use std::future::Future;
 use std::time::Duration;
@@ -38,7 +40,9 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("router", &self.router).finish()
+        f.debug_struct("Gateway")
+            .field("router", &self.router)
+            .finish()
     }
 }
 
@@ -60,6 +64,41 @@ impl Gateway {
     pub fn health(&self) -> Result<(), String> {
         self.serving.health()?;
         self.router.health()
+    }
+
+    /// Counts one inference request in the gateway's `/metrics` (success,
+    /// failure by reason, latency as the gateway saw it; the runners'
+    /// `/metrics` hold the compute details): call the returned closure with
+    /// the failure's code, if any, when it is answered.
+    pub fn count(
+        &self,
+        tenant: &conduit_registry::Tenant,
+        manifest: &conduit_registry::Manifest,
+    ) -> impl FnOnce(Option<tonic::Code>) + use<> {
+        let key = ModelKey {
+            tenant: tenant.name.clone(),
+            model: manifest.name.clone(),
+            version: manifest.version.clone(),
+        };
+        let serving = self.serving.clone();
+        serving.metrics().begin(&key);
+        let started = std::time::Instant::now();
+        move |failed| match failed {
+            None => {
+                serving
+                    .metrics()
+                    .success(&key, 0, 0, started.elapsed(), RequestTiming::default())
+            }
+            Some(code) => {
+                let reason = match code {
+                    tonic::Code::Unavailable => "unavailable",
+                    tonic::Code::DeadlineExceeded => "deadline",
+                    tonic::Code::ResourceExhausted => "overloaded",
+                    _ => "other",
+                };
+                serving.metrics().failure(&key, reason, started.elapsed());
+            }
+        }
     }
 
     /// Serves KServe v2 gRPC on `grpc` and HTTP on `http` until `shutdown`.

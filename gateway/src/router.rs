@@ -74,7 +74,9 @@ pub struct Counters {
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Router").field("view", &self.inner.view).finish()
+        f.debug_struct("Router")
+            .field("view", &self.inner.view)
+            .finish()
     }
 }
 
@@ -87,7 +89,12 @@ pub struct Attempt {
 
 impl Drop for Attempt {
     fn drop(&mut self) {
-        let mut out = self.router.inner.outstanding.lock().expect("outstanding lock");
+        let mut out = self
+            .router
+            .inner
+            .outstanding
+            .lock()
+            .expect("outstanding lock");
         if let Some(n) = out.get_mut(&self.runner.id) {
             *n = n.saturating_sub(1);
         }
@@ -134,7 +141,11 @@ impl Router {
         if !view.synced() {
             return Err(format!(
                 "the cluster state has not been read from NATS yet ({})",
-                if view.cluster().linked() { "linked" } else { "not linked" }
+                if view.cluster().linked() {
+                    "linked"
+                } else {
+                    "not linked"
+                }
             ));
         }
         if view.live_runners().is_empty() {
@@ -212,8 +223,9 @@ impl Router {
         let mut changes = self.inner.view.changes();
         loop {
             let placement = self.inner.view.placement(&digest);
-            let holders = self.candidates(placement.as_ref().map(|p| &p.runners[..]), tried);
-            if let Some(r) = self.two_choices(holders) {
+            if let Some(p) = &placement
+                && let Some(r) = self.two_choices(self.candidates(Some(&p.runners), tried))
+            {
                 return Ok(self.attempt(r));
             }
             if placement.is_none() && !asked {
@@ -292,7 +304,11 @@ impl Router {
                 }
                 let out = self.inner.outstanding.lock().expect("outstanding lock");
                 let load = |r: &RunnerRecord| r.load() + *out.get(&r.id).unwrap_or(&0) as f64;
-                let pick = if load(&runners[b]) < load(&runners[a]) { b } else { a };
+                let pick = if load(&runners[b]) < load(&runners[a]) {
+                    b
+                } else {
+                    a
+                };
                 drop(out);
                 Some(runners.swap_remove(pick))
             }
@@ -301,7 +317,10 @@ impl Router {
 
     fn random(&self, n: usize) -> usize {
         // xorshift64*: uniform enough to pick two of n, lock-free.
-        let mut x = self.inner.seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        let mut x = self
+            .inner
+            .seed
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
@@ -324,20 +343,30 @@ impl Router {
 
     /// Asks the active scheduler to place `manifest` (retrying while no
     /// scheduler leads, e.g. during a failover) until `until`.
-    async fn ask(&self, tenant: &Tenant, manifest: &Manifest, until: Instant) -> Result<Placement, ServeError> {
+    async fn ask(
+        &self,
+        tenant: &Tenant,
+        manifest: &Manifest,
+        until: Instant,
+    ) -> Result<Placement, ServeError> {
         let request = PlaceRequest {
             digest: manifest.digest.to_string(),
             tenant: tenant.name.clone(),
             module: format!("{}@{}", manifest.name, manifest.version),
             replicas: manifest.executor.replicas,
-            memory: manifest.size.saturating_mul(manifest.executor.instances.max(1) as u64),
+            memory: manifest
+                .size
+                .saturating_mul(manifest.executor.instances.max(1) as u64),
             device: manifest.executor.device.clone(),
         };
         let body = serde_json::to_vec(&request).expect("a placement request encodes");
         let client = self.inner.view.cluster().client().clone();
         loop {
             let last;
-            self.inner.counters.placement_requests.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .counters
+                .placement_requests
+                .fetch_add(1, Ordering::Relaxed);
             let left = until.saturating_duration_since(Instant::now());
             let ask = client.request(PLACE_SUBJECT, body.clone().into());
             match tokio::time::timeout(left.min(Duration::from_secs(2)), ask).await {
@@ -360,22 +389,23 @@ impl Router {
     }
 }
 
-/// Whether a runner's answer means "try another runner": it is gone or
-/// going (UNAVAILABLE, a broken connection) or it refused the work for now
-/// (RESOURCE_EXHAUSTED). Anything else is the request's own answer.
+/// Whether a runner's answer means "try another runner": the runner is
+/// gone (a transport failure) or refused the work for now
+/// (RESOURCE_EXHAUSTED). Anything else, UNAVAILABLE from a live runner
+/// included (a model unloaded there is unloaded everywhere), is the
+/// request's own answer: retrying it would only run its steps again.
 pub fn retryable(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::Unavailable
-            | tonic::Code::Unknown
-            | tonic::Code::Cancelled
-            | tonic::Code::ResourceExhausted
-    )
+    transport_failure(status) || status.code() == tonic::Code::ResourceExhausted
 }
 
 /// Whether the failure was the runner's transport (it is gone): the runner
 /// is skipped for a while.
 pub fn transport_failure(status: &tonic::Status) -> bool {
+    // Statuses made by the client's transport carry their cause; a runner's
+    // own answers, decoded from the wire, carry none.
+    if std::error::Error::source(status).is_some() {
+        return true;
+    }
     match status.code() {
         tonic::Code::Unknown | tonic::Code::Cancelled => true,
         tonic::Code::Unavailable => {

@@ -233,7 +233,11 @@ impl Cluster {
     /// # Errors
     /// [`ClusterError::Kv`] when NATS does not answer (the holder keeps
     /// trying until its lease would have expired, then steps down).
-    pub async fn renew_lease(&self, holder: &str, revision: u64) -> Result<Option<u64>, ClusterError> {
+    pub async fn renew_lease(
+        &self,
+        holder: &str,
+        revision: u64,
+    ) -> Result<Option<u64>, ClusterError> {
         let value = encode(&Lease {
             holder: holder.into(),
         })?;

@@ -24,9 +24,7 @@ mod view;
 pub use error::ClusterError;
 pub use kv::{Cluster, ClusterConfig};
 pub use member::{Host, HostLoad, MemberConfig, Membership};
-pub use records::{
-    Lease, PlaceReply, PlaceRequest, Placement, RunnerRecord, digest_key, valid_id,
-};
+pub use records::{Lease, PlaceReply, PlaceRequest, Placement, RunnerRecord, digest_key, valid_id};
 pub use scheduler::SchedulerConfig;
 pub use view::ClusterView;
 

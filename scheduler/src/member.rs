@@ -34,7 +34,10 @@ pub trait Host: Send + Sync + 'static {
     fn load(&self) -> HostLoad;
     /// Loads a module placed on it ahead of its first request. Best effort:
     /// an `Err` is logged, and the first request loads it instead.
-    fn warm(&self, placement: Placement) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+    fn warm(
+        &self,
+        placement: Placement,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 }
 
 /// Who the runner is to the cluster.
@@ -121,7 +124,12 @@ impl Membership {
     }
 }
 
-async fn member(cluster: ClusterConfig, config: MemberConfig, host: Arc<dyn Host>, shared: Arc<Shared>) {
+async fn member(
+    cluster: ClusterConfig,
+    config: MemberConfig,
+    host: Arc<dyn Host>,
+    shared: Arc<Shared>,
+) {
     let mut backoff = Duration::from_millis(100);
     let cluster = loop {
         match Cluster::connect(cluster.clone()).await {
@@ -179,7 +187,11 @@ async fn member(cluster: ClusterConfig, config: MemberConfig, host: Arc<dyn Host
             if !p.runners.contains(&config.id) || load.loaded.contains(&p.digest) {
                 continue;
             }
-            if !warming.lock().expect("warming lock").insert(p.digest.clone()) {
+            if !warming
+                .lock()
+                .expect("warming lock")
+                .insert(p.digest.clone())
+            {
                 continue;
             }
             // One attempt per digest placed here: a failed warm-up is left
@@ -190,7 +202,9 @@ async fn member(cluster: ClusterConfig, config: MemberConfig, host: Arc<dyn Host
                 let module = p.module.clone();
                 match host.warm(p).await {
                     Ok(()) => tracing::info!(%module, %digest, "warmed a placement"),
-                    Err(e) => tracing::info!(%module, %digest, reason = %e, "placement not warmed; its first request loads it"),
+                    Err(e) => {
+                        tracing::info!(%module, %digest, reason = %e, "placement not warmed; its first request loads it")
+                    }
                 }
             });
         }

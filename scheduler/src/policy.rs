@@ -107,11 +107,18 @@ pub fn refusal(demand: &Demand<'_>, runners: &[RunnerRecord]) -> String {
     if open.is_empty() {
         return "no live runner (none has heartbeated within its TTL, or all are draining)".into();
     }
-    let with_device: Vec<_> = open.iter().filter(|r| has_device(r, demand.device)).collect();
+    let with_device: Vec<_> = open
+        .iter()
+        .filter(|r| has_device(r, demand.device))
+        .collect();
     if with_device.is_empty() {
         return format!("no live runner has a `{}` device", demand.device);
     }
-    let most = with_device.iter().map(|r| r.memory_free()).max().unwrap_or(0);
+    let most = with_device
+        .iter()
+        .map(|r| r.memory_free())
+        .max()
+        .unwrap_or(0);
     format!(
         "no live runner has room: the module needs {} bytes, the most free on any runner is {most}",
         demand.memory
@@ -162,9 +169,18 @@ mod tests {
 
     #[test]
     fn live_holders_are_kept_and_lost_ones_replaced() {
-        let rs = [runner("a", 9, 100), runner("b", 0, 100), runner("c", 1, 100)];
+        let rs = [
+            runner("a", 9, 100),
+            runner("b", 0, 100),
+            runner("c", 1, 100),
+        ];
         // `a` is busy but holds it: kept; `gone` is not live: replaced by `b`.
-        let got = choose(&demand(2, 10), &["gone".into(), "a".into()], &rs, &HashMap::new());
+        let got = choose(
+            &demand(2, 10),
+            &["gone".into(), "a".into()],
+            &rs,
+            &HashMap::new(),
+        );
         assert_eq!(got, ["a", "b"]);
     }
 
@@ -201,7 +217,10 @@ mod tests {
         let mut want = demand(1, 10);
         want.device = "cuda:1";
         assert_eq!(choose(&want, &[], &rs, &HashMap::new()), ["gpu"]);
-        assert_eq!(choose(&demand(3, 10), &["d".into()], &rs, &HashMap::new()), ["cpu", "gpu"]);
+        assert_eq!(
+            choose(&demand(3, 10), &["d".into()], &rs, &HashMap::new()),
+            ["cpu", "gpu"]
+        );
     }
 
     #[test]
@@ -215,7 +234,10 @@ mod tests {
         assert!(refusal(&demand(1, 10), &[]).contains("no live runner"));
         let rs = [runner("a", 0, 10)];
         let r = refusal(&demand(1, 50), &rs);
-        assert!(r.contains("needs 50 bytes") && r.contains("most free on any runner is 10"), "{r}");
+        assert!(
+            r.contains("needs 50 bytes") && r.contains("most free on any runner is 10"),
+            "{r}"
+        );
         let mut want = demand(1, 1);
         want.device = "cuda:0";
         assert!(refusal(&want, &rs).contains("`cuda:0` device"));

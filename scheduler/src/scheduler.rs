@@ -14,12 +14,12 @@
 //! A leader that cannot renew for a whole TTL (NATS down) steps down; it
 //! never acts on a lease that may have passed to another.
 
+use crate::PLACE_SUBJECT;
 use crate::error::ClusterError;
 use crate::kv::{Cluster, decode, encode};
 use crate::policy::{self, Demand};
 use crate::records::{PlaceReply, PlaceRequest, Placement};
 use crate::view::ClusterView;
-use crate::PLACE_SUBJECT;
 use futures_util::StreamExt;
 use std::time::{Duration, Instant};
 
@@ -97,7 +97,9 @@ pub async fn run(
     if let Some((rev, _)) = lease {
         match cluster.release_lease(rev).await {
             Ok(()) => tracing::info!(id = %config.id, "gave the scheduler lease up"),
-            Err(e) => tracing::warn!(error = %e, "could not give the lease up; it expires by itself"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not give the lease up; it expires by itself")
+            }
         }
     }
 }
@@ -120,7 +122,10 @@ async fn hold_lease(
         Some((rev, renewed)) => match cluster.renew_lease(id, rev).await {
             Ok(Some(rev)) => Some((rev, Instant::now())),
             Ok(None) => {
-                tracing::warn!(id, "lost the scheduler lease to another scheduler; standing by");
+                tracing::warn!(
+                    id,
+                    "lost the scheduler lease to another scheduler; standing by"
+                );
                 None
             }
             // Keep acting only while the lease cannot have expired: a

@@ -36,12 +36,12 @@ struct Inner {
     cluster: Cluster,
     state: RwLock<State>,
     changes: watch::Sender<u64>,
-    tasks: Vec<tokio::task::AbortHandle>,
+    tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self.tasks.get_mut().expect("tasks lock").iter() {
             t.abort();
         }
     }
@@ -61,17 +61,16 @@ impl ClusterView {
     /// Starts watching both buckets.
     pub fn start(cluster: Cluster) -> Self {
         let (changes, _) = watch::channel(0);
-        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
-            let runners = tokio::spawn(follow(weak.clone(), Bucket::Runners)).abort_handle();
-            let placements =
-                tokio::spawn(follow(weak.clone(), Bucket::Placements)).abort_handle();
-            Inner {
-                cluster,
-                state: RwLock::new(State::default()),
-                changes,
-                tasks: vec![runners, placements],
-            }
+        let inner = Arc::new(Inner {
+            cluster,
+            state: RwLock::new(State::default()),
+            changes,
+            tasks: std::sync::Mutex::default(),
         });
+        // The tasks hold the view weakly: dropping the last clone ends them.
+        let tasks = [Bucket::Runners, Bucket::Placements]
+            .map(|b| tokio::spawn(follow(Arc::downgrade(&inner), b)).abort_handle());
+        inner.tasks.lock().expect("tasks lock").extend(tasks);
         Self { inner }
     }
 

@@ -52,10 +52,10 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        // `dev` and `runner` serve the data plane (with HTTP); a runner's
-        // `url` is its KServe v2 gRPC address.
-        let dev = subcommand == "dev" || subcommand == "runner";
-        let runner = subcommand == "runner";
+        // `dev`, `runner` and `gateway` serve the data plane (with HTTP); a
+        // runner's or gateway's `url` is its KServe v2 gRPC address.
+        let dev = matches!(subcommand, "dev" | "runner" | "gateway");
+        let runner = matches!(subcommand, "runner" | "gateway");
         let mut child = Command::new(env!("CARGO_BIN_EXE_conduit"))
             .arg(subcommand)
             .arg("--data-dir")

@@ -5,6 +5,7 @@ mod adversarial;
 mod cli;
 mod cli_registry;
 mod cli_registry_refs;
+mod cluster;
 mod common;
 mod crash;
 mod examples;
