@@ -13,7 +13,7 @@ CONDUIT      := $(TARGET_DIR)/release/conduit
 COMPONENTS := bert-tokenizer embedding-post softmax-topk embed-pipeline \
               adversary tensor-ops wrong-world slow-describe huge-signature
 # Native crates whose unit tests run too (guest logic, the SDK's doc examples).
-NATIVE_TESTS := -p conduit -p conduit-types -p conduit-runtime -p conduit-executor -p conduit-runner -p conduit-registry -p conduit-proto \
+NATIVE_TESTS := -p conduit -p conduit-types -p conduit-runtime -p conduit-executor -p conduit-runner -p conduit-registry -p conduit-proto -p conduit-scheduler -p conduit-gateway \
                 -p conduit-guest -p pooling \
                 -p bert-tokenizer -p softmax-topk
 

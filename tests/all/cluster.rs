@@ -280,7 +280,7 @@ fn cluster_on_nats_survives_its_failure_table() {
     ));
     assert!(out.contains("pushed add@1.0.0"), "{out}");
 
-    let mut schedulers = vec![
+    let mut schedulers = [
         ("scheduler-a", scheduler(&nats, "scheduler-a", dir.path())),
         ("scheduler-b", scheduler(&nats, "scheduler-b", dir.path())),
     ];
@@ -442,12 +442,11 @@ fn placement_of(nats: &str, module: &str) -> Vec<String> {
 }
 
 fn wait_placed(nats: &str, module: &str, n: usize) -> Vec<String> {
-    let mut got = Vec::new();
     let started = Instant::now();
     loop {
-        got = placement_of(nats, module);
+        let got = placement_of(nats, module);
         if got.len() == n {
-            break;
+            return got;
         }
         assert!(
             started.elapsed() < CONVERGE,
@@ -456,5 +455,4 @@ fn wait_placed(nats: &str, module: &str, n: usize) -> Vec<String> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    got
 }
