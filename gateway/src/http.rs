@@ -137,20 +137,34 @@ async fn forward(
         Err(e) => return serve_error(e),
     };
     let max = gateway.serving.config().max_request_bytes;
+    let too_large = || {
+        let mut r = error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is too large: over the limit of {max} bytes"),
+        );
+        // The rest of the body is never read: this connection cannot carry
+        // another request, so say so (a client's pool would reuse it).
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        r
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large();
+    }
     let body = match Limited::new(body, max).collect().await {
         Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
         Err(e) => {
-            return if e.is::<http_body_util::LengthLimitError>() {
-                error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the request body is too large: over the limit of {max} bytes"),
-                )
-            } else {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the request body: {e}"),
-                )
-            };
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            );
         }
     };
     // Pinned to the version resolved here; the route's last segment kept.

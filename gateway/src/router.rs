@@ -223,6 +223,18 @@ impl Router {
         let mut changes = self.inner.view.changes();
         loop {
             let placement = self.inner.view.placement(&digest);
+            // Same bytes pushed with a larger replica hint: the scheduler
+            // grows the shared placement (once per request at most).
+            if let Some(p) = &placement
+                && manifest.executor.replicas > p.replicas
+                && !asked
+            {
+                asked = true;
+                if let Ok(grown) = self.ask(tenant, manifest, wait_until).await {
+                    self.inner.view.note_placement(&grown);
+                    continue;
+                }
+            }
             if let Some(p) = &placement
                 && let Some(r) = self.two_choices(self.candidates(Some(&p.runners), tried))
             {

@@ -218,9 +218,10 @@ async fn decide(
     let planned = policy::planned_memory(&placements, &runners);
     let (held, revision) = match &current {
         Some((p, rev)) => {
-            // A placement already written keeps its replica count (a second
-            // tenant pushing the same bytes does not resize it).
-            wanted.replicas = p.replicas.max(1);
+            // Placements are by content: modules with the same bytes share
+            // one, sized for the largest replica hint that asked for it.
+            wanted.replicas = p.replicas.max(wanted.replicas).max(1);
+            wanted.module = p.module.clone();
             wanted.generation = p.generation;
             if wanted.tenant.is_empty() {
                 wanted.tenant = p.tenant.clone();
@@ -231,7 +232,7 @@ async fn decide(
     };
     let chosen = policy::choose(&demand(&wanted), &held, &runners, &planned);
     if let Some((p, _)) = &current
-        && (chosen == p.runners || chosen.is_empty())
+        && ((chosen == p.runners && wanted.replicas == p.replicas) || chosen.is_empty())
     {
         return Ok(p.clone());
     }

@@ -361,8 +361,13 @@ fn cluster_on_nats_survives_its_failure_table() {
         served.contains("[2.0000, 4.0000, 6.0000, 8.0000]"),
         "{served}"
     );
-    // Known gap (see docs/cluster.md): this placement request is not always
-    // answered; the gateway then serves from any live runner, as checked.
+    // `add3` has `add`'s bytes: one placement by content, grown to the
+    // larger hint, the returned runner on it.
+    let three = wait_placed(&nats, "add@1.0.0", 3);
+    assert!(
+        three.contains(&victim),
+        "the returned runner is placed on: {three:?}"
+    );
 
     // The leading scheduler is killed: the standby takes the lease; the data
     // path never notices.
