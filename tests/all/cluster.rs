@@ -461,3 +461,126 @@ fn wait_placed(nats: &str, module: &str, n: usize) -> Vec<String> {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `conduit cluster up`: one command starts NATS, the registry, a scheduler,
+/// a runner and the gateway; a model pushed to its registry answers through
+/// its gateway; Ctrl-C stops every process and exits 0.
+#[test]
+fn cluster_up_starts_and_stops_a_whole_cluster() {
+    let dir = TempDir::new("conduit-cluster-up");
+    let base = free_port().saturating_sub(20).max(20_000);
+    let venv_bin = workspace_root().join(".venv/bin");
+    let path = format!(
+        "{}:{}",
+        venv_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut up = Command::new(env!("CARGO_BIN_EXE_conduit"))
+        .args(["cluster", "up", "--runners", "1", "--schedulers", "1"])
+        .args(["--port-base", &base.to_string(), "--dir"])
+        .arg(dir.path().join("cluster"))
+        .env("PATH", path)
+        .env_remove("CONDUIT_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting conduit cluster up");
+    let stdout = up.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !printed
+        .iter()
+        .any(|l: &String| l.contains("Ctrl-C stops the cluster"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => printed.push(line),
+            Err(e) => {
+                let _ = up.kill();
+                let out = up.wait_with_output().unwrap();
+                panic!(
+                    "cluster up did not come up ({e:?}):\n{}\n{}",
+                    printed.join("\n"),
+                    text(&out.stderr)
+                );
+            }
+        }
+    }
+    let key = std::fs::read_to_string(dir.path().join("cluster/admin.key")).unwrap();
+    let key = key.trim();
+    let run = |addr: u16, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_conduit"))
+            .args(args)
+            .env("CONDUIT_REGISTRY", format!("http://127.0.0.1:{addr}"))
+            .env("CONDUIT_API_KEY", key)
+            .env_remove("CONDUIT_LOG")
+            .output()
+            .unwrap()
+    };
+    let add = workspace_root().join("testdata/fixtures/add.onnx");
+    let pushed = run(
+        base + 2,
+        &[
+            "push",
+            "model",
+            add.to_str().unwrap(),
+            "--name",
+            "add",
+            "--version",
+            "1.0.0",
+        ],
+    );
+    assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+    let served = run(base + 1, &["infer", "add", "--input", "x=[[1,2,3,4]]"]);
+    assert!(
+        text(&served.stdout).contains("[2.0000, 4.0000, 6.0000, 8.0000]"),
+        "{}\n{}",
+        text(&served.stdout),
+        text(&served.stderr)
+    );
+    for log in ["nats", "registry", "scheduler-0", "runner-0", "gateway"] {
+        assert!(
+            dir.path().join(format!("cluster/logs/{log}.log")).is_file(),
+            "no log for {log}"
+        );
+    }
+
+    // Ctrl-C: everything stops, and the command exits 0.
+    let pid = up.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(s) = up.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(60),
+            "cluster up did not stop on Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    for port in [base, base + 1, base + 2, base + 3, base + 10] {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "something still listens on {port} after Ctrl-C"
+        );
+    }
+}
