@@ -49,6 +49,8 @@ lint: model
 
 bench: components build fixtures minilm-reference
 	$(CARGO) run --release -p conduit-bench --features conduit-bench/tract -- --components $(WASM_DIR)
+	$(CARGO) run --release -p conduit-bench --features conduit-bench/tract -- cluster --conduit $(CONDUIT) \
+	    --nats-server $(VENV)/bin/nats-server --components $(WASM_DIR)
 
 ## The benchmark suite (bench/suite.py): Conduit against PyTriton, Ray Serve and in-process
 ## ONNX Runtime (P1-P5), then its plots. Installs the peers into bench/peers/.venv first.

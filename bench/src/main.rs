@@ -17,10 +17,13 @@
 //!
 //! `conduit-bench load …` is a separate tool: a KServe v2 load generator
 //! for any server (see the `loadgen` module and bench/README.md);
+//! `conduit-bench cluster …` measures a cluster of real processes (see the
+//! `cluster` module);
 //! `conduit-bench baseline …` measures the in-process limits the serving
 //! suite compares against (see the `baseline` module).
 
 mod baseline;
+mod cluster;
 mod harness;
 mod isolation;
 mod loadgen;
@@ -47,6 +50,9 @@ const PAIR: [&str; 2] = [
 fn main() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("load") {
         return loadgen::main(std::env::args().skip(2));
+    }
+    if std::env::args().nth(1).as_deref() == Some("cluster") {
+        return cluster::main(std::env::args().skip(2));
     }
     if std::env::args().nth(1).as_deref() == Some("baseline") {
         return baseline::main(std::env::args().skip(2));
