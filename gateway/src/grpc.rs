@@ -8,9 +8,9 @@ use conduit_proto::inference::grpc_inference_service_client::GrpcInferenceServic
 use conduit_proto::inference::{self as pb, grpc_inference_service_server as server};
 use conduit_registry::{Manifest, Tenant};
 use conduit_runner::ServeError;
-use conduit_runner::grpc::InferenceService;
+use conduit_runner::grpc::{InferenceService, grpc_timeout};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -126,6 +126,32 @@ impl GatewayService {
         }))
     }
 
+    /// Sends `message` to every live runner at once; the first refusal is
+    /// the answer, else the last success.
+    async fn everywhere<M: Clone, R>(
+        &self,
+        caller: &Caller,
+        message: M,
+        call: impl AsyncFn(Client, Request<M>) -> Result<Response<R>, Status> + Clone,
+    ) -> Result<Response<R>, Status> {
+        let router = &self.gateway.router;
+        let calls = router.view().live_runners().into_iter().map(|runner| {
+            let mut request = Request::new(message.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", caller.authorization.clone());
+            request.set_timeout(caller.deadline.saturating_duration_since(Instant::now()));
+            let client = router.grpc(&runner);
+            let call = call.clone();
+            async move { call(client, request).await }
+        });
+        let mut last = None;
+        for answer in futures_util::future::join_all(calls).await {
+            last = Some(answer?);
+        }
+        last.ok_or_else(|| ServeError::Unavailable("no live runner answered".into()).into())
+    }
+
     async fn resolve(
         &self,
         caller: &Caller,
@@ -138,22 +164,6 @@ impl GatewayService {
             .resolve(&caller.tenant, name, version)
             .await?)
     }
-}
-
-/// `grpc-timeout` as a duration (`<n><unit>`).
-fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
-    let v = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = n.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 #[tonic::async_trait]
@@ -280,7 +290,7 @@ impl server::GrpcInferenceService for GatewayService {
             async move { (runner.id.clone(), client.model_statistics(request).await) }
         });
         let mut answers = Vec::new();
-        for (id, answer) in futures_join_all(calls).await {
+        for (id, answer) in futures_util::future::join_all(calls).await {
             match answer {
                 Ok(r) => answers.push(r.into_inner().model_stats),
                 // A runner that never served the model has no entry for it.
@@ -308,20 +318,10 @@ impl server::GrpcInferenceService for GatewayService {
         let message = request.into_inner();
         self.resolve(&caller, &message.model_name, "").await?;
         // Loaded wherever it may be routed: every live runner.
-        let router = &self.gateway.router;
-        let calls = router.view().live_runners().into_iter().map(|runner| {
-            let mut request = Request::new(message.clone());
-            request
-                .metadata_mut()
-                .insert("authorization", caller.authorization.clone());
-            let mut client = router.grpc(&runner);
-            async move { client.repository_model_load(request).await }
-        });
-        let answers = futures_join_all(calls).await;
-        match answers.into_iter().find_map(Result::err) {
-            Some(e) => Err(e),
-            None => Ok(Response::new(pb::RepositoryModelLoadResponse {})),
-        }
+        self.everywhere(&caller, message, async |mut c, r| {
+            c.repository_model_load(r).await
+        })
+        .await
     }
 
     async fn repository_model_unload(
@@ -331,36 +331,10 @@ impl server::GrpcInferenceService for GatewayService {
         let caller = self.caller(request.metadata()).await?;
         let message = request.into_inner();
         self.resolve(&caller, &message.model_name, "").await?;
-        let router = &self.gateway.router;
         // Unloaded everywhere it may be loaded: every live runner.
-        let calls = router.view().live_runners().into_iter().map(|runner| {
-            let mut request = Request::new(message.clone());
-            request
-                .metadata_mut()
-                .insert("authorization", caller.authorization.clone());
-            let mut client = router.grpc(&runner);
-            async move { client.repository_model_unload(request).await }
-        });
-        let answers = futures_join_all(calls).await;
-        match answers.into_iter().find_map(Result::err) {
-            Some(e) => Err(e),
-            None => Ok(Response::new(pb::RepositoryModelUnloadResponse {})),
-        }
+        self.everywhere(&caller, message, async |mut c, r| {
+            c.repository_model_unload(r).await
+        })
+        .await
     }
-}
-
-/// Runs futures concurrently, answers in order.
-async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
 }

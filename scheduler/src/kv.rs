@@ -289,19 +289,27 @@ async fn bucket(
     if let Ok(store) = js.get_key_value(name).await {
         return Ok(store);
     }
-    js.create_key_value(kv::Config {
-        bucket: name.into(),
-        description: format!("conduit: {what}"),
-        history: 1,
-        max_age: ttl,
-        storage: jetstream::stream::StorageType::File,
-        ..kv::Config::default()
-    })
-    .await
-    .map_err(|e| ClusterError::Bucket {
-        bucket: name.into(),
-        message: format!("{e} (is JetStream on? nats-server -js)"),
-    })
+    let created = js
+        .create_key_value(kv::Config {
+            bucket: name.into(),
+            description: format!("conduit: {what}"),
+            history: 1,
+            max_age: ttl,
+            storage: jetstream::stream::StorageType::File,
+            ..kv::Config::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        // Another process created it first (with its own TTL): use theirs.
+        Err(e) => js
+            .get_key_value(name)
+            .await
+            .map_err(|_| ClusterError::Bucket {
+                bucket: name.into(),
+                message: format!("{e} (is JetStream on? nats-server -js)"),
+            }),
+    }
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Bytes, ClusterError> {

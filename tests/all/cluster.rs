@@ -311,6 +311,28 @@ fn cluster_on_nats_survives_its_failure_table() {
     // NVIDIA's clients against the gateway: the suite a single runner passes.
     run_suite(&suite, &gateway);
 
+    // Gateways keep no state: a second one beside it serves the same cluster.
+    let second = Server::start_with(
+        "gateway",
+        &dir.path().join("gateway-2"),
+        false,
+        &[
+            "--registry",
+            &registry.url,
+            "--api-key",
+            &key,
+            "--nats",
+            &nats,
+        ],
+    );
+    let out = ok(conduit(
+        &second,
+        &key,
+        &["infer", "add", "--input", "x=[[1,2,3,4]]"],
+    ));
+    assert!(out.contains("[2.0000, 4.0000, 6.0000, 8.0000]"), "{out}");
+    drop(second);
+
     // `add` is placed on two runners (its push hint).
     let load = Load::start(&gateway.url, &key);
     load.wait_more(20);

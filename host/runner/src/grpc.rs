@@ -51,8 +51,8 @@ impl InferenceService {
 }
 
 /// `grpc-timeout` as a duration (`<n><unit>`, unit one of H M S m u n).
-fn grpc_timeout<T>(request: &Request<T>) -> Option<std::time::Duration> {
-    let v = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
+    let v = metadata.get("grpc-timeout")?.to_str().ok()?;
     let (n, unit) = v.split_at(v.len().checked_sub(1)?);
     let n: u64 = n.parse().ok()?;
     Some(match unit {
@@ -141,7 +141,7 @@ impl server::GrpcInferenceService for InferenceService {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let received = Instant::now();
         let tenant = self.tenant(&request).await?;
-        let timeout = grpc_timeout(&request);
+        let timeout = grpc_timeout(request.metadata());
         let request = request.into_inner();
         let (model, version) = (request.model_name.clone(), request.model_version.clone());
         let mut infer = match wire::decode_request(request) {
