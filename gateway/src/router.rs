@@ -148,7 +148,7 @@ impl Router {
                 }
             ));
         }
-        if view.live_runners().is_empty() {
+        if !view.any_live() {
             return Err("no live runner in the cluster".into());
         }
         Ok(())
@@ -295,9 +295,12 @@ impl Router {
     /// Live, unsuspected, undrained runners of `ids` (all when `None`), none
     /// of `tried`.
     fn candidates(&self, ids: Option<&[String]>, tried: &[String]) -> Vec<RunnerRecord> {
-        let live = self.inner.view.live_runners();
+        let live = match ids {
+            // The common path: a placement's few holders, not the cluster.
+            Some(ids) => self.inner.view.live_among(ids),
+            None => self.inner.view.live_runners(),
+        };
         live.into_iter()
-            .filter(|r| ids.is_none_or(|ids| ids.contains(&r.id)))
             .filter(|r| !r.draining && !tried.contains(&r.id) && !self.suspected(&r.id))
             .collect()
     }

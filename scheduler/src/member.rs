@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How long a placement that could not be warmed waits for another try.
+const RETRY_WARM: Duration = Duration::from_secs(10);
+
 /// What a runner reports about itself each heartbeat.
 #[derive(Debug, Clone, Default)]
 pub struct HostLoad {
@@ -194,16 +197,19 @@ async fn member(
             {
                 continue;
             }
-            // One attempt per digest placed here: a failed warm-up is left
-            // to the first request.
-            let host = host.clone();
+            // A failed warm-up (typically: no key of that tenant here yet)
+            // is tried again after a while; meanwhile the first request
+            // routed here loads it.
+            let (host, warming) = (host.clone(), warming.clone());
             tokio::spawn(async move {
                 let digest = p.digest.clone();
                 let module = p.module.clone();
                 match host.warm(p).await {
                     Ok(()) => tracing::info!(%module, %digest, "warmed a placement"),
                     Err(e) => {
-                        tracing::info!(%module, %digest, reason = %e, "placement not warmed; its first request loads it")
+                        tracing::debug!(%module, %digest, reason = %e, "placement not warmed yet; its first request loads it");
+                        tokio::time::sleep(RETRY_WARM).await;
+                        warming.lock().expect("warming lock").remove(&digest);
                     }
                 }
             });

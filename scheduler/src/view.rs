@@ -105,6 +105,29 @@ impl ClusterView {
         out
     }
 
+    /// The live runners among `ids` (a placement's holders), in `ids`'
+    /// order: only those are copied, whatever the cluster's size.
+    pub fn live_among(&self, ids: &[String]) -> Vec<RunnerRecord> {
+        let ttl = self.inner.cluster.config().runner_ttl;
+        let linked = self.inner.cluster.linked();
+        let s = self.inner.state.read().expect("view lock");
+        ids.iter()
+            .filter_map(|id| s.runners.get(id))
+            .filter(|(_, seen)| !linked || seen.elapsed() <= ttl)
+            .map(|(r, _)| r.clone())
+            .collect()
+    }
+
+    /// Whether any runner is live.
+    pub fn any_live(&self) -> bool {
+        let ttl = self.inner.cluster.config().runner_ttl;
+        let linked = self.inner.cluster.linked();
+        let s = self.inner.state.read().expect("view lock");
+        s.runners
+            .values()
+            .any(|(_, seen)| !linked || seen.elapsed() <= ttl)
+    }
+
     /// One live runner.
     pub fn runner(&self, id: &str) -> Option<RunnerRecord> {
         let ttl = self.inner.cluster.config().runner_ttl;
