@@ -126,14 +126,14 @@ impl GatewayService {
         }))
     }
 
-    /// Sends `message` to every live runner at once; the first refusal is
-    /// the answer, else the last success.
-    async fn everywhere<M: Clone, R>(
+    /// Sends `message` to every live runner at once; each runner's id and
+    /// answer.
+    async fn on_every_runner<M: Clone, R>(
         &self,
         caller: &Caller,
         message: M,
         call: impl AsyncFn(Client, Request<M>) -> Result<Response<R>, Status> + Clone,
-    ) -> Result<Response<R>, Status> {
+    ) -> Vec<(String, Result<Response<R>, Status>)> {
         let router = &self.gateway.router;
         let calls = router.view().live_runners().into_iter().map(|runner| {
             let mut request = Request::new(message.clone());
@@ -143,10 +143,21 @@ impl GatewayService {
             request.set_timeout(caller.deadline.saturating_duration_since(Instant::now()));
             let client = router.grpc(&runner);
             let call = call.clone();
-            async move { call(client, request).await }
+            async move { (runner.id, call(client, request).await) }
         });
+        futures_util::future::join_all(calls).await
+    }
+
+    /// [`Self::on_every_runner`] where the first refusal is the answer, else
+    /// the last success.
+    async fn everywhere<M: Clone, R>(
+        &self,
+        caller: &Caller,
+        message: M,
+        call: impl AsyncFn(Client, Request<M>) -> Result<Response<R>, Status> + Clone,
+    ) -> Result<Response<R>, Status> {
         let mut last = None;
-        for answer in futures_util::future::join_all(calls).await {
+        for (_, answer) in self.on_every_runner(caller, message, call).await {
             last = Some(answer?);
         }
         last.ok_or_else(|| ServeError::Unavailable("no live runner answered".into()).into())
@@ -279,27 +290,22 @@ impl server::GrpcInferenceService for GatewayService {
             self.resolve(&caller, &message.name, &message.version)
                 .await?;
         }
-        let router = &self.gateway.router;
-        let calls = router.view().live_runners().into_iter().map(|runner| {
-            let mut request = Request::new(message.clone());
-            request
-                .metadata_mut()
-                .insert("authorization", caller.authorization.clone());
-            request.set_timeout(caller.deadline.saturating_duration_since(Instant::now()));
-            let mut client = router.grpc(&runner);
-            async move { (runner.id.clone(), client.model_statistics(request).await) }
-        });
-        let mut answers = Vec::new();
-        for (id, answer) in futures_util::future::join_all(calls).await {
+        let answers = self
+            .on_every_runner(&caller, message, async |mut c, r| {
+                c.model_statistics(r).await
+            })
+            .await;
+        let mut stats = Vec::new();
+        for (id, answer) in answers {
             match answer {
-                Ok(r) => answers.push(r.into_inner().model_stats),
+                Ok(r) => stats.push(r.into_inner().model_stats),
                 // A runner that never served the model has no entry for it.
                 Err(s) if s.code() == tonic::Code::NotFound => {}
                 Err(s) => tracing::debug!(runner = %id, error = %s, "statistics not read"),
             }
         }
         Ok(Response::new(pb::ModelStatisticsResponse {
-            model_stats: statistics::merge(answers),
+            model_stats: statistics::merge(stats),
         }))
     }
 

@@ -81,6 +81,46 @@ fn serve_error(e: ServeError) -> Response {
     error(status, e)
 }
 
+/// The caller's tenant, or the error answer.
+async fn authenticated(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+) -> Result<conduit_registry::Tenant, Response> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    gateway
+        .serving
+        .authenticate(authorization)
+        .await
+        .map_err(serve_error)
+}
+
+/// The client's request as sent on to the runner at `http` (`host:port`):
+/// its method, `path`, the forwarded headers and `body`.
+fn runner_request(
+    method: &Method,
+    http: &str,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<hyper::Request<Full<Bytes>>, axum::http::Error> {
+    let mut request = hyper::Request::builder()
+        .method(method.clone())
+        .uri(format!("http://{http}{path}"));
+    for h in &FORWARDED {
+        if let Some(v) = headers.get(h) {
+            request = request.header(h, v);
+        }
+    }
+    for (k, v) in headers {
+        if k.as_str().starts_with("inference-") {
+            request = request.header(k, v);
+        }
+    }
+    request.body(Full::new(body))
+}
+
 async fn ready(State(gateway): State<Gateway>) -> Response {
     match gateway.health() {
         Ok(()) => StatusCode::OK.into_response(),
@@ -121,12 +161,9 @@ async fn forward(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or(""));
-    let tenant = match gateway.serving.authenticate(authorization).await {
+    let tenant = match authenticated(&gateway, &headers).await {
         Ok(t) => t,
-        Err(e) => return serve_error(e),
+        Err(answer) => return answer,
     };
     let _permit = match gateway.serving.admit_tenant(&tenant) {
         Ok(p) => p,
@@ -214,20 +251,8 @@ async fn send(
         if attempt > 0 {
             router.counters().retries.fetch_add(1, Ordering::Relaxed);
         }
-        let mut request = hyper::Request::builder()
-            .method(method.clone())
-            .uri(format!("http://{}{path}", target.runner.http));
-        for h in &FORWARDED {
-            if let Some(v) = headers.get(h) {
-                request = request.header(h, v);
-            }
-        }
-        for (k, v) in headers {
-            if k.as_str().starts_with("inference-") {
-                request = request.header(k, v);
-            }
-        }
-        let request = match request.body(Full::new(body.clone())) {
+        let request = match runner_request(method, &target.runner.http, path, headers, body.clone())
+        {
             Ok(r) => r,
             Err(e) => return error(StatusCode::BAD_REQUEST, e),
         };
@@ -287,11 +312,8 @@ async fn fan_out(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or(""));
-    if let Err(e) = gateway.serving.authenticate(authorization).await {
-        return serve_error(e);
+    if let Err(answer) = authenticated(&gateway, &headers).await {
+        return answer;
     }
     let body = match Limited::new(body, 1 << 20).collect().await {
         Ok(b) => b.to_bytes(),
@@ -313,15 +335,7 @@ async fn fan_out(
         );
     }
     let calls = runners.into_iter().map(|runner| {
-        let mut request = hyper::Request::builder()
-            .method(method.clone())
-            .uri(format!("http://{}{path}", runner.http));
-        for h in &FORWARDED {
-            if let Some(v) = headers.get(h) {
-                request = request.header(h, v);
-            }
-        }
-        let request = request.body(Full::new(body.clone()));
+        let request = runner_request(&method, &runner.http, &path, &headers, body.clone());
         let client = gateway.http.clone();
         tokio::spawn(async move {
             let request = request.map_err(|e| e.to_string())?;

@@ -146,7 +146,7 @@ async fn member(
     };
     *shared.cluster.lock().expect("member lock") = Some(cluster.clone());
     tracing::info!(id = %config.id, url = %cluster.config().url, "joined the cluster");
-    let view = ClusterView::start(cluster.clone());
+    let view = ClusterView::start_placements_only(cluster.clone());
     let warming: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut beat = 0u64;
     let mut tick = tokio::time::interval(config.interval);

@@ -77,7 +77,7 @@ pub async fn run(
                     _ => {}
                 }
                 if lease.is_some() && view.synced() {
-                    reconcile(&cluster, &view, &config).await;
+                    reconcile(&cluster, &view).await;
                 }
             }
             Some(msg) = next_request(&mut requests) => {
@@ -251,7 +251,7 @@ async fn decide(
 }
 
 /// Moves placements off lost and draining runners, and tops up replicas.
-async fn reconcile(cluster: &Cluster, view: &ClusterView, _config: &SchedulerConfig) {
+async fn reconcile(cluster: &Cluster, view: &ClusterView) {
     let runners = view.live_runners();
     for p in view.placements() {
         let healthy = p

@@ -60,16 +60,33 @@ impl std::fmt::Debug for ClusterView {
 impl ClusterView {
     /// Starts watching both buckets.
     pub fn start(cluster: Cluster) -> Self {
+        Self::watching(cluster, &[Bucket::Runners, Bucket::Placements])
+    }
+
+    /// Starts watching the placements alone: a runner's view, which need
+    /// not receive every other runner's heartbeats (with N runners, that
+    /// would be N² messages across the cluster). Its runner queries answer
+    /// nothing.
+    pub fn start_placements_only(cluster: Cluster) -> Self {
+        Self::watching(cluster, &[Bucket::Placements])
+    }
+
+    fn watching(cluster: Cluster, buckets: &[Bucket]) -> Self {
         let (changes, _) = watch::channel(0);
         let inner = Arc::new(Inner {
             cluster,
-            state: RwLock::new(State::default()),
+            state: RwLock::new(State {
+                // A bucket not followed counts as read.
+                runners_synced: !buckets.iter().any(|b| matches!(b, Bucket::Runners)),
+                ..State::default()
+            }),
             changes,
             tasks: std::sync::Mutex::default(),
         });
         // The tasks hold the view weakly: dropping the last clone ends them.
-        let tasks = [Bucket::Runners, Bucket::Placements]
-            .map(|b| tokio::spawn(follow(Arc::downgrade(&inner), b)).abort_handle());
+        let tasks = buckets
+            .iter()
+            .map(|&b| tokio::spawn(follow(Arc::downgrade(&inner), b)).abort_handle());
         inner.tasks.lock().expect("tasks lock").extend(tasks);
         Self { inner }
     }
@@ -79,7 +96,7 @@ impl ClusterView {
         &self.inner.cluster
     }
 
-    /// Whether both buckets have been read at least once.
+    /// Whether the buckets it follows have been read at least once.
     pub fn synced(&self) -> bool {
         let s = self.inner.state.read().expect("view lock");
         s.runners_synced && s.placements_synced
