@@ -46,6 +46,7 @@ pub fn router(gateway: Gateway) -> Router {
     let local = conduit_runner::http::router(gateway.serving.clone());
     Router::new()
         .route("/v2/health/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/v2/models/{name}/infer", post(forward_model))
         .route(
             "/v2/models/{name}/versions/{version}/infer",
@@ -119,6 +120,19 @@ fn runner_request(
         }
     }
     request.body(Full::new(body))
+}
+
+/// The gateway's requests per model (as it saw them), then its routing
+/// counters; the same key rule as a runner's `/metrics`.
+async fn metrics(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    if let Err(e) = gateway.serving.authorize_metrics(authorization).await {
+        return serve_error(e);
+    }
+    let body = gateway.serving.render_metrics() + &gateway.router.counters().render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn ready(State(gateway): State<Gateway>) -> Response {

@@ -72,6 +72,36 @@ pub struct Counters {
     pub placement_requests: AtomicU64,
 }
 
+impl Counters {
+    /// The counters in Prometheus' text format, for the gateway's `/metrics`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, help, value) in [
+            (
+                "conduit_gateway_forwarded_total",
+                "Requests the gateway forwarded to a runner (first attempts).",
+                &self.forwarded,
+            ),
+            (
+                "conduit_gateway_retries_total",
+                "Attempts the gateway retried on another runner.",
+                &self.retries,
+            ),
+            (
+                "conduit_gateway_placement_requests_total",
+                "Placement requests the gateway sent to the scheduler.",
+                &self.placement_requests,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                value.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}
+
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Router")

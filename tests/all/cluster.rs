@@ -441,6 +441,24 @@ fn cluster_on_nats_survives_its_failure_table() {
     );
 
     let (served, failed, first) = load.finish();
+    // The gateway's /metrics shows what it routed, retries included (the
+    // runner kill forced some).
+    let metrics = gateway_metrics(&gateway.http_url, &key);
+    let retries: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("conduit_gateway_retries_total "))
+        .unwrap_or_else(|| panic!("no retries counter in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        retries > 0,
+        "a runner was killed under load, yet no retry counted"
+    );
+    assert!(
+        metrics.contains("conduit_gateway_forwarded_total "),
+        "{metrics}"
+    );
     assert_eq!(
         failed,
         0,
@@ -450,6 +468,22 @@ fn cluster_on_nats_survives_its_failure_table() {
     assert!(served >= 250, "{served} requests served");
     eprintln!("{served} requests through the failure table, 0 failed");
     drop(nats_proc);
+}
+
+/// `GET /metrics` of a gateway (`http://host:port`) with `key`.
+fn gateway_metrics(http_url: &str, key: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = http_url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer
 }
 
 fn placement_of(nats: &str, module: &str) -> Vec<String> {
