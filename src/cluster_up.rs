@@ -1,13 +1,25 @@
 //! `conduit cluster up`: a whole cluster as local processes on this machine
 //! — NATS (JetStream), the registry, schedulers (one leads, the others stand
 //! by), a gateway and N runners — each logging to `<dir>/logs/<role>.log`.
-//! Ctrl-C (or SIGTERM) stops them all: runners first (they leave the
-//! cluster), then the gateway, the schedulers, the registry and NATS.
+//! Ctrl-C (or SIGTERM) stops them all: the gateway first, then the runners
+//! (they leave the cluster), the schedulers, the registry and NATS.
+//!
+//! With `--max-runners`, runners are autoscaled: the schedulers decide the
+//! fleet's size and `cluster up` is the `local` [`Actuator`]: it starts
+//! runner processes (`local-N`, on ports the system picks) and stops the
+//! surplus with SIGTERM, on which a runner drains.
 
 use crate::serve::shutdown_signal;
 use anyhow::{Context, Result, bail};
+use conduit_scheduler::{
+    Actuator, ActuatorError, Cluster, ClusterConfig, ClusterView, RunnerRecord,
+};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -25,12 +37,21 @@ pub struct UpArgs {
     #[arg(long, default_value = ".conduit-cluster")]
     pub dir: PathBuf,
     /// Ports from here: gateway HTTP +0, gateway gRPC +1, registry +2, NATS
-    /// +3, runner i gRPC +10+2i and HTTP +11+2i.
+    /// +3, scheduler i's /metrics +4+i (the first six), runner i gRPC +10+2i
+    /// and HTTP +11+2i (autoscaled runners take ports the system picks).
     #[arg(long, default_value_t = 8000)]
     pub port_base: u16,
     /// The `nats-server` binary (default: on PATH, else `.venv/bin/nats-server`).
     #[arg(long)]
     pub nats_server: Option<PathBuf>,
+    /// An extra argument for every runner started (repeatable), e.g.
+    /// `--runner-arg=--drain-timeout-ms=10000`.
+    #[arg(long = "runner-arg", allow_hyphen_values = true)]
+    pub runner_args: Vec<String>,
+    /// Autoscaling, passed on to the schedulers; `--max-runners` makes the
+    /// runners autoscaled (then `--runners` is not used).
+    #[command(flatten)]
+    pub scale: crate::cluster::ScaleArgs,
 }
 
 /// A child process and its name; killed when dropped.
@@ -143,6 +164,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let nats_url = format!("nats://127.0.0.1:{nats}");
     let registry_url = format!("http://127.0.0.1:{registry}");
     let mut procs: Vec<Proc> = Vec::new();
+    let autoscaled = args.scale.max_runners.is_some();
     let result = async {
         let mut p = start(
             &dir,
@@ -217,9 +239,17 @@ pub async fn up(args: UpArgs) -> Result<()> {
         for i in 0..args.schedulers.max(1) {
             let mut a = common("scheduler");
             a.extend(["--id".into(), format!("scheduler-{i}")]);
+            a.extend(args.scale.to_args());
+            if i < 6 {
+                a.extend([
+                    "--metrics-listen".into(),
+                    format!("127.0.0.1:{}", port(4 + i)?),
+                ]);
+            }
             procs.push(start(&dir, &format!("scheduler-{i}"), &exe, &a, None).await?);
         }
-        for i in 0..args.runners {
+        let static_runners = if autoscaled { 0 } else { args.runners };
+        for i in 0..static_runners {
             let (g, h) = (port(10 + 2 * i)?, port(11 + 2 * i)?);
             let mut a = common("runner");
             a.extend([
@@ -236,6 +266,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
                 "--http-listen".into(),
                 format!("127.0.0.1:{h}"),
             ]);
+            a.extend(args.runner_args.iter().cloned());
             let mut p = start(&dir, &format!("runner-{i}"), &exe, &a, None).await?;
             wait_port(&mut p, &format!("127.0.0.1:{g}"), Duration::from_secs(30)).await?;
             procs.push(p);
@@ -271,16 +302,58 @@ pub async fn up(args: UpArgs) -> Result<()> {
             return Err(e);
         }
     };
+    let local = if autoscaled {
+        let cluster =
+            match Cluster::connect(ClusterConfig::new(nats_url.clone(), "cluster up")).await {
+                Ok(c) => c,
+                Err(e) => {
+                    stop(procs).await;
+                    return Err(e.into());
+                }
+            };
+        let actuator = Arc::new(LocalActuator {
+            exe: exe.clone(),
+            dir: dir.clone(),
+            common: vec![
+                "runner".into(),
+                "--nats".into(),
+                nats_url.clone(),
+                "--registry".into(),
+                registry_url.clone(),
+                "--api-key".into(),
+                key.clone(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--http-listen".into(),
+                "127.0.0.1:0".into(),
+            ],
+            extra: args.runner_args.clone(),
+            start_timeout: Duration::from_millis(args.scale.runner_start_timeout_ms),
+            children: tokio::sync::Mutex::default(),
+            next: AtomicU32::new(0),
+        });
+        Some((actuator, ClusterView::start(cluster.clone()), cluster))
+    } else {
+        None
+    };
     println!("conduit cluster up in {}", dir.display());
     println!("  inference (KServe v2 gRPC, the gateway): 127.0.0.1:{gw_grpc}");
     println!("  inference (KServe v2 HTTP, the gateway): http://127.0.0.1:{gw_http}");
     println!("  registry: {registry_url}");
     println!("  NATS: {nats_url}");
-    println!(
-        "  runners: {}, schedulers: {}",
-        args.runners,
-        args.schedulers.max(1)
-    );
+    match args.scale.max_runners {
+        Some(max) => println!(
+            "  runners: autoscaled, {} to {max} (local actuator), schedulers: {}",
+            args.scale.min_runners,
+            args.schedulers.max(1)
+        ),
+        None => println!(
+            "  runners: {}, schedulers: {}",
+            args.runners,
+            args.schedulers.max(1)
+        ),
+    }
+    println!("  scheduler metrics: http://127.0.0.1:{}/metrics", port(4)?);
     println!("  logs: {}/logs/<process>.log", dir.display());
     println!(
         "  admin API key (also in {}):",
@@ -291,9 +364,26 @@ pub async fn up(args: UpArgs) -> Result<()> {
     // Watch for a process dying on its own; stop on Ctrl-C / SIGTERM.
     let signal = shutdown_signal();
     tokio::pin!(signal);
+    let mut follow = tokio::time::interval(Duration::from_millis(250));
+    follow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut actuator_error = None;
     loop {
         tokio::select! {
             () = &mut signal => break,
+            _ = follow.tick(), if local.is_some() => {
+                let Some((actuator, view, cluster)) = &local else { continue };
+                // No leader lately: the fleet stays as it is.
+                let Ok(Some(record)) = cluster.scale().await else { continue };
+                match actuator.scale(record.desired, &view.live_runners()).await {
+                    Ok(_) => actuator_error = None,
+                    Err(e) => {
+                        if actuator_error.as_ref() != Some(&e) {
+                            eprintln!("warning: local actuator: {e}");
+                            actuator_error = Some(e);
+                        }
+                    }
+                }
+            }
             () = tokio::time::sleep(Duration::from_secs(1)) => {
                 procs.retain_mut(|p| match p.child.try_wait() {
                     Ok(Some(status)) => {
@@ -305,12 +395,169 @@ pub async fn up(args: UpArgs) -> Result<()> {
             }
         }
     }
+    // The gateway first (no new requests), then the runners, then the rest.
+    let gateway = procs
+        .iter()
+        .position(|p| p.name == "gateway")
+        .map(|i| procs.remove(i));
+    stop(gateway.into_iter().collect()).await;
+    if let Some((actuator, _, _)) = &local {
+        let children = std::mem::take(&mut *actuator.children.lock().await);
+        stop(children.into_iter().map(|c| c.proc).collect()).await;
+    }
     stop(procs).await;
     println!("conduit cluster stopped");
     Ok(())
 }
 
+/// The `local` actuator: runner child processes of `cluster up`.
+struct LocalActuator {
+    exe: PathBuf,
+    dir: PathBuf,
+    /// Every runner's arguments but its id and data directory.
+    common: Vec<String>,
+    extra: Vec<String>,
+    start_timeout: Duration,
+    children: tokio::sync::Mutex<Vec<LocalRunner>>,
+    next: AtomicU32,
+}
+
+struct LocalRunner {
+    id: String,
+    proc: Proc,
+    started: Instant,
+    /// SIGTERM sent: it drains and exits.
+    stopping: bool,
+}
+
+impl LocalActuator {
+    async fn start_one(&self) -> Result<LocalRunner, String> {
+        let id = format!("local-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let mut a = self.common.clone();
+        a.extend([
+            "--id".into(),
+            id.clone(),
+            "--data-dir".into(),
+            self.dir.join("runners").join(&id).display().to_string(),
+        ]);
+        a.extend(self.extra.iter().cloned());
+        let proc = start(&self.dir, &id, &self.exe, &a, None)
+            .await
+            .map_err(|e| format!("cannot start runner {id}: {e:#}"))?;
+        tracing::info!(%id, "local actuator: started a runner");
+        Ok(LocalRunner {
+            id,
+            proc,
+            started: Instant::now(),
+            stopping: false,
+        })
+    }
+}
+
+impl Actuator for LocalActuator {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn scale<'a>(
+        &'a self,
+        desired: u32,
+        live: &'a [RunnerRecord],
+    ) -> Pin<Box<dyn Future<Output = Result<u32, ActuatorError>> + Send + 'a>> {
+        Box::pin(async move {
+            let mut children = self.children.lock().await;
+            // Reap the ones that exited (drained, or crashed).
+            children.retain_mut(|c| match c.proc.child.try_wait() {
+                Ok(Some(status)) => {
+                    if !c.stopping && !status.success() {
+                        eprintln!(
+                            "warning: runner {} exited ({status}); see {}/logs/{}.log",
+                            c.id,
+                            self.dir.display(),
+                            c.id
+                        );
+                    }
+                    false
+                }
+                _ => true,
+            });
+            let record = |id: &str| live.iter().find(|r| r.id == id);
+            // A runner that never joined within the start timeout is
+            // replaced.
+            for c in children.iter_mut() {
+                if !c.stopping
+                    && record(&c.id).is_none()
+                    && c.started.elapsed() > self.start_timeout
+                {
+                    eprintln!(
+                        "warning: runner {} did not join within {:?}; replacing it",
+                        c.id, self.start_timeout
+                    );
+                    let _ = c.proc.child.start_kill();
+                    c.stopping = true;
+                }
+            }
+            // Draining runners (`conduit runner drain`) no longer count.
+            let active =
+                |c: &LocalRunner| !c.stopping && !record(&c.id).is_some_and(|r| r.draining);
+            let mut count = children.iter().filter(|c| active(c)).count() as u32;
+            let mut failure = None;
+            while count < desired {
+                match self.start_one().await {
+                    Ok(c) => {
+                        children.push(c);
+                        count += 1;
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            if count > desired {
+                // Stop the emptiest: fewest modules loaded, least load; a
+                // runner still starting first.
+                let mut victims: Vec<(usize, (u8, usize, f64))> = children
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| active(c))
+                    .map(|(i, c)| {
+                        let rank = match record(&c.id) {
+                            Some(r) => (1, r.loaded.len(), r.load()),
+                            None => (0, 0, 0.0),
+                        };
+                        (i, rank)
+                    })
+                    .collect();
+                victims.sort_by(|a, b| {
+                    a.1.0
+                        .cmp(&b.1.0)
+                        .then(a.1.1.cmp(&b.1.1))
+                        .then(a.1.2.total_cmp(&b.1.2))
+                });
+                for (i, _) in victims.into_iter().take((count - desired) as usize) {
+                    let c = &mut children[i];
+                    tracing::info!(id = %c.id, "local actuator: draining a runner (SIGTERM)");
+                    if let Some(pid) = c.proc.child.id() {
+                        let _ = std::process::Command::new("kill")
+                            .args(["-TERM", &pid.to_string()])
+                            .status();
+                    }
+                    c.stopping = true;
+                    count -= 1;
+                }
+            }
+            match failure {
+                Some(e) => Err(ActuatorError::Transient(e)),
+                None => Ok(count),
+            }
+        })
+    }
+}
+
 /// Stops processes in reverse start order: SIGTERM, then SIGKILL after 10 s.
+/// A runner gets a second SIGTERM: the cluster is going away, so it stops
+/// without draining (its requests in flight still finish).
 async fn stop(procs: Vec<Proc>) {
     for mut p in procs.into_iter().rev() {
         if let Ok(Some(_)) = p.child.try_wait() {
@@ -319,9 +566,16 @@ async fn stop(procs: Vec<Proc>) {
         if let Some(pid) = p.child.id() {
             // SIGTERM through kill(1): std has no signal API and the
             // workspace links no libc binding for one call.
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
+            let term = || {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            };
+            term();
+            if p.name.starts_with("runner-") || p.name.starts_with("local-") {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                term();
+            }
         }
         match tokio::time::timeout(Duration::from_secs(10), p.child.wait()).await {
             Ok(_) => {}

@@ -53,7 +53,10 @@ enum Command {
     /// Run the registry alone.
     Registry(serve::ServeArgs),
     /// Run a runner apart from the registry: it pulls modules from `--registry`, caches them, and serves KServe v2.
+    #[command(args_conflicts_with_subcommands = true)]
     Runner {
+        #[command(subcommand)]
+        command: Option<RunnerCommand>,
         #[command(flatten)]
         args: serve::RunnerArgs,
         #[command(flatten)]
@@ -161,6 +164,21 @@ enum Command {
         grace_seconds: Option<u64>,
         #[command(flatten)]
         conn: modules::Connection,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunnerCommand {
+    /// Drain a cluster runner: nothing new is placed on it, its replicas are
+    /// loaded elsewhere first, its requests finish, then it exits.
+    Drain {
+        /// The runner's id (`conduit cluster status` lists them).
+        id: String,
+        #[command(flatten)]
+        nats: cluster::NatsArgs,
+        /// Wait (at most this many seconds) until it has left the cluster.
+        #[arg(long, num_args = 0..=1, default_missing_value = "60")]
+        wait: Option<u64>,
     },
 }
 
@@ -285,7 +303,15 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Dev(args) => serve::serve(args, true).await?,
         Command::Registry(args) => serve::serve(args, false).await?,
-        Command::Runner { args, conn } => serve::runner(args, conn).await?,
+        Command::Runner {
+            command: Some(RunnerCommand::Drain { id, nats, wait }),
+            ..
+        } => cluster::drain(nats, id, wait).await?,
+        Command::Runner {
+            command: None,
+            args,
+            conn,
+        } => serve::runner(args, conn).await?,
         Command::Scheduler(args) => cluster::scheduler(args).await?,
         Command::Gateway { args, conn } => cluster::gateway(args, conn).await?,
         Command::Cluster { command } => match command {

@@ -92,6 +92,32 @@ pub struct PushArgs {
     /// Replicas a cluster keeps placed (any kind); the scheduler's default when absent.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub replicas: Option<u32>,
+    /// Autoscaling: most replicas (any kind); the scheduler's default when absent.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_replicas: Option<u32>,
+    /// Autoscaling: a replica busier than this percentage of the time gets company.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub target_busy: Option<u32>,
+    /// Autoscaling: requests waiting longer than this (ms) add a replica.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=600_000))]
+    pub target_queue_ms: Option<u32>,
+    /// Autoscaling: scaled to zero after this many seconds without a request.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub idle_seconds: Option<u32>,
+}
+
+impl PushArgs {
+    /// The push hints every kind takes: replicas and autoscaling.
+    fn scale_hints(&self) -> ExecutorHints {
+        ExecutorHints {
+            replicas: self.replicas.unwrap_or(0),
+            max_replicas: self.max_replicas.unwrap_or(0),
+            target_busy_percent: self.target_busy.unwrap_or(0),
+            target_queue_ms: self.target_queue_ms.unwrap_or(0),
+            idle_seconds: self.idle_seconds.unwrap_or(0),
+            ..ExecutorHints::default()
+        }
+    }
 }
 
 /// `conduit push`.
@@ -99,6 +125,7 @@ pub async fn push(conn: &Connection, args: PushArgs) -> Result<()> {
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let client = conn.connect().await?;
+    let scale = args.scale_hints();
     let (kind, executor) = match args.kind {
         PushKind::Component | PushKind::Pipeline => {
             if args.backend.is_some()
@@ -112,11 +139,7 @@ pub async fn push(conn: &Connection, args: PushArgs) -> Result<()> {
                 PushKind::Pipeline => Kind::Pipeline,
                 _ => Kind::Component,
             };
-            let hints = ExecutorHints {
-                replicas: args.replicas.unwrap_or(0),
-                ..ExecutorHints::default()
-            };
-            (kind, hints)
+            (kind, scale)
         }
         PushKind::Model => (
             Kind::Model,
@@ -126,8 +149,7 @@ pub async fn push(conn: &Connection, args: PushArgs) -> Result<()> {
                 device: args.device.unwrap_or_default(),
                 max_batch_size: args.max_batch.unwrap_or(0),
                 max_queue_delay_us: args.max_delay_us.unwrap_or(0),
-                replicas: args.replicas.unwrap_or(0),
-                ..ExecutorHints::default()
+                ..scale
             },
         ),
     };
@@ -327,6 +349,23 @@ pub async fn inspect(conn: &Connection, reference: &str, json: bool) -> Result<(
     }
     if m.executor.replicas > 0 {
         println!("replicas:   {}", m.executor.replicas);
+    }
+    let e = &m.executor;
+    if e.max_replicas + e.target_busy_percent + e.target_queue_ms + e.idle_seconds > 0 {
+        let hint = |n: u32| {
+            if n == 0 {
+                "default".to_string()
+            } else {
+                n.to_string()
+            }
+        };
+        println!(
+            "autoscale:  max_replicas={} target_busy%={} target_queue_ms={} idle_seconds={}",
+            hint(e.max_replicas),
+            hint(e.target_busy_percent),
+            hint(e.target_queue_ms),
+            hint(e.idle_seconds)
+        );
     }
     let e = &m.executor;
     if m.kind == Kind::Model {

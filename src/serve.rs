@@ -222,11 +222,38 @@ pub async fn runner(args: RunnerArgs, conn: crate::modules::Connection) -> Resul
             args.data_dir.display()
         );
     }
-    // On SIGTERM the record goes first (gateways stop routing here), then
-    // the servers stop, letting requests in flight finish.
+    // SIGTERM (or `conduit runner drain ID`) drains: no new placements
+    // here, the replicas loaded elsewhere first, requests in flight done;
+    // then the record goes (gateways stop routing here) and the servers
+    // stop, letting anything still in flight finish.
     let (left_tx, left_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = node.serving.clone();
+    let drain_timeout = Duration::from_millis(args.member.drain_timeout_ms);
     let stop = async move {
-        shutdown_signal().await;
+        match &membership {
+            Some(m) => {
+                tokio::select! {
+                    () = shutdown_signal() => {}
+                    () = m.drain_requested() => {}
+                }
+                println!("  draining (at most {drain_timeout:?})");
+                let started = std::time::Instant::now();
+                let idle = || serving.load_report().in_flight == 0;
+                // A second Ctrl-C / SIGTERM stops at once (requests in
+                // flight still finish).
+                tokio::select! {
+                    drained = m.drain(drain_timeout, idle) => {
+                        if drained {
+                            println!("  drained in {:?}", started.elapsed());
+                        } else {
+                            println!("  drain timed out after {drain_timeout:?}; stopping anyway");
+                        }
+                    }
+                    () = shutdown_signal() => println!("  asked again: stopping without draining"),
+                }
+            }
+            None => shutdown_signal().await,
+        }
         if let Some(m) = membership {
             m.leave().await;
         }

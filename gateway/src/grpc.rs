@@ -105,7 +105,10 @@ impl GatewayService {
                 .insert("authorization", caller.authorization.clone());
             request.set_timeout(left);
             match call(router.grpc(&target.runner), request).await {
-                Ok(response) => return Ok(response),
+                Ok(response) => {
+                    target.served();
+                    return Ok(response);
+                }
                 Err(status) if crate::router::retryable(&status) => {
                     if crate::router::transport_failure(&status) {
                         router.suspect(&target.runner);

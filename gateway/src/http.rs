@@ -310,6 +310,9 @@ async fn send(
             last = Some(response);
             continue;
         }
+        if response.status().is_success() {
+            target.served();
+        }
         return response;
     }
     last.unwrap_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "no runner answered"))

@@ -6,7 +6,7 @@ use conduit_proto::inference::grpc_inference_service_client::GrpcInferenceServic
 use conduit_registry::{Manifest, Tenant};
 use conduit_runner::ServeError;
 use conduit_scheduler::{
-    ClusterView, PLACE_SUBJECT, PlaceReply, PlaceRequest, Placement, RunnerRecord,
+    ClusterView, PLACE_SUBJECT, PlaceReply, PlaceRequest, Placement, RunnerRecord, ScaleHints,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,6 +70,11 @@ pub struct Counters {
     pub retries: AtomicU64,
     /// Placement requests sent to the scheduler.
     pub placement_requests: AtomicU64,
+    /// Requests answered after waiting for a placement to name a runner
+    /// (a module scaled to zero, or a fleet scaled from zero).
+    pub cold_starts: AtomicU64,
+    /// Their time to first response, summed, in µs.
+    pub cold_start_us: AtomicU64,
 }
 
 impl Counters {
@@ -98,6 +103,14 @@ impl Counters {
                 value.load(Ordering::Relaxed)
             ));
         }
+        let name = "conduit_gateway_cold_start_seconds";
+        out.push_str(&format!(
+            "# HELP {name} Time to first response of requests that waited for a placement \
+             (scale from zero), from the gateway receiving them.\n# TYPE {name} summary\n\
+             {name}_sum {}\n{name}_count {}\n",
+            self.cold_start_us.load(Ordering::Relaxed) as f64 / 1e6,
+            self.cold_starts.load(Ordering::Relaxed)
+        ));
         out
     }
 }
@@ -115,6 +128,21 @@ pub struct Attempt {
     /// The runner.
     pub runner: RunnerRecord,
     router: Router,
+    /// When routing began, if it had to wait for a placement to name a runner.
+    waited_since: Option<Instant>,
+}
+
+impl Attempt {
+    /// The runner answered: a request that waited for a placement counts
+    /// as a cold start.
+    pub fn served(&self) {
+        if let Some(since) = self.waited_since {
+            let c = &self.router.inner.counters;
+            c.cold_starts.fetch_add(1, Ordering::Relaxed);
+            let us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+            c.cold_start_us.fetch_add(us, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Drop for Attempt {
@@ -248,8 +276,10 @@ impl Router {
         deadline: Instant,
     ) -> Result<Attempt, ServeError> {
         let digest = manifest.digest.to_string();
-        let wait_until = deadline.min(Instant::now() + self.inner.config.placement_timeout);
+        let entered = Instant::now();
+        let wait_until = deadline.min(entered + self.inner.config.placement_timeout);
         let mut asked = false;
+        let mut waited = false;
         let mut changes = self.inner.view.changes();
         loop {
             let placement = self.inner.view.placement(&digest);
@@ -266,9 +296,9 @@ impl Router {
                 }
             }
             if let Some(p) = &placement
-                && let Some(r) = self.two_choices(self.candidates(Some(&p.runners), tried))
+                && let Some(r) = self.two_choices(self.holders(p, tried))
             {
-                return Ok(self.attempt(r));
+                return Ok(self.attempt(r, waited.then_some(entered)));
             }
             if placement.is_none() && !asked {
                 asked = true;
@@ -283,8 +313,9 @@ impl Router {
             }
             // Its holders are lost or already tried: any other live runner
             // can serve it (cold) while the scheduler moves the placement.
+            let pending = placement.as_ref().is_some_and(|p| p.runners.is_empty());
             if let Some(r) = self.two_choices(self.candidates(None, tried)) {
-                return Ok(self.attempt(r));
+                return Ok(self.attempt(r, (waited || pending).then_some(entered)));
             }
             let now = Instant::now();
             if now >= wait_until {
@@ -303,6 +334,7 @@ impl Router {
                     ))
                 });
             }
+            waited = true;
             let _ = tokio::time::timeout(
                 (wait_until - now).min(Duration::from_millis(200)),
                 changes.changed(),
@@ -320,6 +352,28 @@ impl Router {
         } else {
             "every live runner is draining or failing".into()
         }
+    }
+
+    /// A placement's holders to pick from: live, unsuspected, none of
+    /// `tried`; draining holders only while some other holder has not
+    /// loaded the module yet (warm before cold: the scheduler keeps a
+    /// draining runner in the placement until its replacement is loaded).
+    fn holders(&self, p: &Placement, tried: &[String]) -> Vec<RunnerRecord> {
+        let live: Vec<RunnerRecord> = self
+            .inner
+            .view
+            .live_among(&p.runners)
+            .into_iter()
+            .filter(|r| !tried.contains(&r.id) && !self.suspected(&r.id))
+            .collect();
+        let handing_over = live.iter().any(|r| r.draining)
+            && live
+                .iter()
+                .any(|r| !r.draining && !r.loaded.iter().any(|d| d == &p.digest));
+        if handing_over {
+            return live;
+        }
+        live.into_iter().filter(|r| !r.draining).collect()
     }
 
     /// Live, unsuspected, undrained runners of `ids` (all when `None`), none
@@ -372,7 +426,7 @@ impl Router {
         (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as usize % n
     }
 
-    fn attempt(&self, runner: RunnerRecord) -> Attempt {
+    fn attempt(&self, runner: RunnerRecord, waited_since: Option<Instant>) -> Attempt {
         *self
             .inner
             .outstanding
@@ -383,6 +437,7 @@ impl Router {
         Attempt {
             runner,
             router: self.clone(),
+            waited_since,
         }
     }
 
@@ -403,6 +458,13 @@ impl Router {
                 .size
                 .saturating_mul(manifest.executor.instances.max(1) as u64),
             device: manifest.executor.device.clone(),
+            scale: ScaleHints {
+                min: manifest.executor.replicas,
+                max: manifest.executor.max_replicas,
+                target_busy_percent: manifest.executor.target_busy_percent,
+                target_queue_ms: manifest.executor.target_queue_ms,
+                idle_seconds: manifest.executor.idle_seconds,
+            },
         };
         let body = serde_json::to_vec(&request).expect("a placement request encodes");
         let client = self.inner.view.cluster().client().clone();
@@ -416,7 +478,7 @@ impl Router {
             let ask = client.request(PLACE_SUBJECT, body.clone().into());
             match tokio::time::timeout(left.min(Duration::from_secs(2)), ask).await {
                 Ok(Ok(msg)) => match serde_json::from_slice::<PlaceReply>(&msg.payload) {
-                    Ok(PlaceReply::Placed(p)) => return Ok(p),
+                    Ok(PlaceReply::Placed(p) | PlaceReply::Pending(p)) => return Ok(p),
                     Ok(PlaceReply::Refused(why)) => last = format!("the scheduler refused: {why}"),
                     Err(e) => last = format!("the scheduler's answer did not decode: {e}"),
                 },

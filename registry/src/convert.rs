@@ -52,6 +52,10 @@ pub(crate) fn hints_to_pb(h: &ExecutorHints) -> pb::ExecutorHints {
         preferred_batch_sizes: h.preferred_batch_sizes.clone(),
         instances: h.instances,
         replicas: h.replicas,
+        max_replicas: h.max_replicas,
+        target_busy_percent: h.target_busy_percent,
+        target_queue_ms: h.target_queue_ms,
+        idle_seconds: h.idle_seconds,
     }
 }
 
@@ -66,6 +70,10 @@ pub(crate) fn hints_from_pb(h: Option<pb::ExecutorHints>) -> ExecutorHints {
         preferred_batch_sizes: h.preferred_batch_sizes,
         instances: h.instances,
         replicas: h.replicas,
+        max_replicas: h.max_replicas,
+        target_busy_percent: h.target_busy_percent.min(100),
+        target_queue_ms: h.target_queue_ms,
+        idle_seconds: h.idle_seconds,
     }
 }
 

@@ -75,6 +75,21 @@ pub struct ExecutorHints {
     /// 0 for the scheduler's default.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub replicas: u32,
+    /// Most replicas autoscaling may give it; 0 for the scheduler's default.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_replicas: u32,
+    /// Autoscaling adds a replica while its replicas are busy more than this
+    /// percentage of the time; 0 for the scheduler's default.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub target_busy_percent: u32,
+    /// … or while its requests wait longer than this, in ms; 0 for the
+    /// scheduler's default.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub target_queue_ms: u32,
+    /// Scaled to zero after this long without a request, in seconds; 0 for
+    /// the scheduler's default.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub idle_seconds: u32,
 }
 
 fn is_zero(n: &u32) -> bool {

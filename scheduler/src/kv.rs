@@ -5,10 +5,12 @@
 //! | `conduit_runners` | runner id | [`RunnerRecord`] | TTL: expires a few heartbeats after the runner stops |
 //! | `conduit_placements` | digest hex | [`Placement`] | until the scheduler rewrites it (compare-and-swap) |
 //! | `conduit_leader` | `scheduler` | [`Lease`] | TTL: expires when the leader stops renewing |
+//! | `conduit_leader` | `scale` | [`ScaleRecord`] | TTL: rewritten by the leader every tick |
 //!
 //! Tensors never travel through NATS: only these records, and the gateway's
 //! placement requests on [`PLACE_SUBJECT`](crate::PLACE_SUBJECT).
 
+use crate::actuator::ScaleRecord;
 use crate::error::ClusterError;
 use crate::records::{Lease, Placement, RunnerRecord, digest_key};
 use async_nats::jetstream::{self, kv};
@@ -23,8 +25,10 @@ pub const RUNNERS: &str = "conduit_runners";
 pub const PLACEMENTS: &str = "conduit_placements";
 /// The `leader` bucket.
 pub const LEADER: &str = "conduit_leader";
-/// The leader bucket's one key.
+/// The leader bucket's lease key.
 const LEASE_KEY: &str = "scheduler";
+/// The leader bucket's key for the fleet the leader wants.
+const SCALE_KEY: &str = "scale";
 
 /// How a process joins the cluster.
 #[derive(Debug, Clone)]
@@ -210,6 +214,52 @@ impl Cluster {
                     kv_error("update", &key, e)
                 }
             }),
+        }
+    }
+
+    /// Removes a placement (its module scaled to zero) if it still has
+    /// `revision`.
+    ///
+    /// # Errors
+    /// [`ClusterError::Conflict`] when someone changed it first;
+    /// [`ClusterError::Kv`] otherwise.
+    pub async fn remove_placement(&self, digest: &str, revision: u64) -> Result<(), ClusterError> {
+        let key = digest_key(digest);
+        self.placements
+            .delete_expect_revision(&key, Some(revision))
+            .await
+            .map_err(|e| {
+                if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
+                    ClusterError::Conflict(key.clone())
+                } else {
+                    kv_error("delete", &key, e)
+                }
+            })
+    }
+
+    /// Writes the fleet the leader wants (actuators follow it).
+    ///
+    /// # Errors
+    /// [`ClusterError::Kv`] when NATS does not take it.
+    pub async fn write_scale(&self, record: &ScaleRecord) -> Result<(), ClusterError> {
+        self.leader
+            .put(SCALE_KEY, encode(record)?)
+            .await
+            .map(drop)
+            .map_err(|e| kv_error("put", SCALE_KEY, e))
+    }
+
+    /// The fleet the leader wants, if a leader has said so lately.
+    ///
+    /// # Errors
+    /// [`ClusterError::Kv`] or [`ClusterError::Decode`].
+    pub async fn scale(&self) -> Result<Option<ScaleRecord>, ClusterError> {
+        match self.leader.entry(SCALE_KEY).await {
+            Ok(Some(e)) if e.operation == kv::Operation::Put => {
+                Ok(Some(decode(SCALE_KEY, &e.value)?))
+            }
+            Ok(_) => Ok(None),
+            Err(e) => Err(kv_error("get", SCALE_KEY, e)),
         }
     }
 

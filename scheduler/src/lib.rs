@@ -13,18 +13,28 @@
 //! Only records cross NATS; tensors go runner ↔ gateway ↔ client over gRPC
 //! and HTTP. See `docs/cluster.md`.
 
+pub mod actuator;
+pub mod autoscale;
 mod error;
+pub mod kube;
 pub mod kv;
 pub mod member;
+pub mod metrics;
 pub mod policy;
 mod records;
 pub mod scheduler;
 mod view;
 
+pub use actuator::{Actuator, ActuatorError, ScaleRecord};
 pub use error::ClusterError;
+pub use kube::KubeActuator;
 pub use kv::{Cluster, ClusterConfig};
 pub use member::{Host, HostLoad, MemberConfig, Membership};
-pub use records::{Lease, PlaceReply, PlaceRequest, Placement, RunnerRecord, digest_key, valid_id};
+pub use metrics::SchedulerMetrics;
+pub use records::{
+    Lease, MAX_MODEL_LOADS, ModelLoad, PlaceReply, PlaceRequest, Placement, RunnerRecord,
+    ScaleHints, digest_key, valid_id,
+};
 pub use scheduler::SchedulerConfig;
 pub use view::ClusterView;
 

@@ -30,9 +30,16 @@ pub struct RunnerRecord {
     /// Digests of the modules loaded (warm) on it.
     #[serde(default)]
     pub loaded: Vec<String>,
+    /// How each module it serves is used, since its last heartbeat (the
+    /// busiest first, at most [`MAX_MODEL_LOADS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelLoad>,
     /// Set while it drains: nothing new is placed on it.
     #[serde(default)]
     pub draining: bool,
+    /// How long it has been draining, in ms.
+    #[serde(default)]
+    pub draining_ms: u64,
     /// Heartbeats sent since it started (a restart starts again at 0).
     pub beat: u64,
 }
@@ -48,6 +55,49 @@ impl RunnerRecord {
     pub fn memory_free(&self) -> u64 {
         self.memory_total.saturating_sub(self.memory_used)
     }
+}
+
+/// Most [`ModelLoad`]s one heartbeat carries (a runner serving more
+/// modules reports its busiest).
+pub const MAX_MODEL_LOADS: usize = 256;
+
+/// How one module is used on one runner, between two of its heartbeats:
+/// what replica autoscaling decides on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelLoad {
+    /// The module's digest.
+    pub digest: String,
+    /// Requests finished per second.
+    pub rate: f64,
+    /// Fraction of the time at least one of its requests was in flight.
+    pub busy: f64,
+    /// Mean time its requests waited before running, in ms.
+    pub queue_ms: f64,
+    /// Its requests in flight now.
+    pub in_flight: u64,
+    /// Since its last request, in ms.
+    pub idle_ms: u64,
+}
+
+/// A module's autoscaling targets: its push hints, each 0 for the
+/// scheduler's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScaleHints {
+    /// Replicas it keeps while in use (`--replicas`).
+    #[serde(default)]
+    pub min: u32,
+    /// Most replicas (`--max-replicas`).
+    #[serde(default)]
+    pub max: u32,
+    /// Busy percentage a replica is kept under (`--target-busy`).
+    #[serde(default)]
+    pub target_busy_percent: u32,
+    /// Queue delay its requests are kept under, in ms (`--target-queue-ms`).
+    #[serde(default)]
+    pub target_queue_ms: u32,
+    /// Idle seconds before it is scaled to zero (`--idle-seconds`).
+    #[serde(default)]
+    pub idle_seconds: u32,
 }
 
 /// One entry in the `placements` bucket: which runners hold a module.
@@ -67,10 +117,14 @@ pub struct Placement {
     /// The device it needs (its push hint), empty for any.
     #[serde(default)]
     pub device: String,
-    /// The runners holding it, by id.
+    /// The runners holding it, by id (empty while it waits for a runner to
+    /// start: a scale from zero).
     pub runners: Vec<String>,
     /// Moves on every change the scheduler writes.
     pub generation: u64,
+    /// Its autoscaling targets.
+    #[serde(default)]
+    pub scale: ScaleHints,
 }
 
 /// What a gateway asks the scheduler when a module has no placement yet
@@ -90,6 +144,9 @@ pub struct PlaceRequest {
     /// The device it needs (its push hint), empty for any.
     #[serde(default)]
     pub device: String,
+    /// Its autoscaling targets (push hints).
+    #[serde(default)]
+    pub scale: ScaleHints,
 }
 
 /// The scheduler's answer to a [`PlaceRequest`].
@@ -99,6 +156,9 @@ pub enum PlaceReply {
     Placed(Placement),
     /// Why it cannot be placed (no live runner, none with room).
     Refused(String),
+    /// Recorded, but no runner can hold it yet: runners are being started
+    /// for it (the gateway waits for the placement to name one).
+    Pending(Placement),
 }
 
 /// The `leader` bucket's one entry: who schedules now.

@@ -6,7 +6,12 @@
 //!   (only it subscribes; a standby that takes over subscribes then);
 //! - reconciles every tick: a placement whose runner is lost (its record
 //!   expired) or draining gets a replacement, chosen by the
-//!   [policy](crate::policy);
+//!   [policy](crate::policy); a draining runner keeps its replica until the
+//!   replacement has loaded it (warm before cold), at most `handover`;
+//! - autoscales ([`autoscale`](crate::autoscale)): each module's replicas
+//!   follow its saturation, an idle module is scaled to zero, and with
+//!   runner autoscaling on, the fleet the placements need is written as the
+//!   [`ScaleRecord`] actuators follow (the Kubernetes one is called here);
 //! - writes every placement with compare-and-swap: two schedulers that both
 //!   believe they lead (a partition, a slow renewal) can never overwrite each
 //!   other's decision; the loser re-reads and decides again.
@@ -15,12 +20,18 @@
 //! never acts on a lease that may have passed to another.
 
 use crate::PLACE_SUBJECT;
+use crate::actuator::{Actuator, ScaleRecord};
+use crate::autoscale::{
+    ReplicaPolicy, ReplicaScaler, RunnerPolicy, RunnerScaler, Signal, runners_needed,
+};
 use crate::error::ClusterError;
 use crate::kv::{Cluster, decode, encode};
+use crate::metrics::SchedulerMetrics;
 use crate::policy::{self, Demand};
-use crate::records::{PlaceReply, PlaceRequest, Placement};
+use crate::records::{PlaceReply, PlaceRequest, Placement, RunnerRecord};
 use crate::view::ClusterView;
 use futures_util::StreamExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How a scheduler runs.
@@ -32,27 +43,61 @@ pub struct SchedulerConfig {
     pub default_replicas: u32,
     /// How often the leader reconciles placements.
     pub tick: Duration,
+    /// Replica autoscaling.
+    pub replicas: ReplicaPolicy,
+    /// Runner autoscaling; `None` leaves the fleet as it is (modules that
+    /// fit nowhere are refused rather than waiting for a runner).
+    pub runners: Option<RunnerPolicy>,
+    /// Longest a draining runner keeps a replica while its replacement loads.
+    pub handover: Duration,
 }
 
 impl SchedulerConfig {
-    /// Defaults: one replica, a 0.5 s tick.
+    /// Defaults: one replica, a 0.5 s tick, [`ReplicaPolicy::default`], no
+    /// runner autoscaling, a 20 s handover.
     pub fn new(id: impl Into<String>) -> Self {
         Self {
             id: id.into(),
             default_replicas: 1,
             tick: Duration::from_millis(500),
+            replicas: ReplicaPolicy::default(),
+            runners: None,
+            handover: Duration::from_secs(20),
         }
     }
 }
 
+/// What the leader remembers between ticks (a new leader starts afresh:
+/// its timers restart, which only delays its first scale-down).
+#[derive(Debug, Default)]
+struct Leading {
+    replicas: ReplicaScaler,
+    runners: RunnerScaler,
+    /// Why the fleet is the size it is (the last runner decision).
+    reason: String,
+    /// The actuator's last error, logged once until it changes.
+    actuator_error: Option<String>,
+    /// What the actuator was last asked for, and when it answered.
+    actuated: Option<(u32, Instant)>,
+}
+
+/// How often an actuator is asked again for an unchanged size (it may have
+/// been changed behind the scheduler's back: `kubectl scale`).
+const ACTUATE_EVERY: Duration = Duration::from_secs(10);
+
 /// Runs a scheduler until `shutdown` resolves; gives the lease up on the way
-/// out so that a standby takes over at once.
+/// out so that a standby takes over at once. `actuator` (Kubernetes) is
+/// called by the leader with the fleet it wants; `metrics` is what its
+/// `/metrics` renders.
 pub async fn run(
     cluster: Cluster,
     config: SchedulerConfig,
+    actuator: Option<Arc<dyn Actuator>>,
+    metrics: Arc<SchedulerMetrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let view = ClusterView::start(cluster.clone());
+    let mut leading: Option<Leading> = None;
     let mut lease: Option<(u64, Instant)> = None;
     let mut requests: Option<async_nats::Subscriber> = None;
     let ttl = cluster.config().lease_ttl;
@@ -76,8 +121,17 @@ pub async fn run(
                     }
                     _ => {}
                 }
+                metrics.set_leader(lease.is_some());
+                if lease.is_none() {
+                    leading = None;
+                }
                 if lease.is_some() && view.synced() {
-                    reconcile(&cluster, &view).await;
+                    let state = leading.get_or_insert_with(Leading::default);
+                    reconcile(&cluster, &view, &config, state, &metrics).await;
+                    if config.runners.is_some() {
+                        scale_runners(&cluster, &view, &config, state, &metrics, actuator.as_deref()).await;
+                    }
+                    metrics.set_placements(&view.placements());
                 }
             }
             Some(msg) = next_request(&mut requests) => {
@@ -169,6 +223,8 @@ async fn place(
     } else {
         req.replicas
     };
+    let mut scale = req.scale.clone();
+    scale.min = replicas;
     for _ in 0..4 {
         let current = match cluster.placement(&req.digest).await {
             Ok(c) => c,
@@ -181,9 +237,22 @@ async fn place(
             replicas,
             memory: req.memory,
             device: req.device.clone(),
+            scale: scale.clone(),
             ..Placement::default()
         };
-        match decide(cluster, view, current, wanted).await {
+        let pending_ok = may_wait_for_runners(config, view);
+        match decide(
+            cluster,
+            view,
+            config,
+            current,
+            wanted,
+            Grow::AtLeast,
+            pending_ok,
+        )
+        .await
+        {
+            Ok(p) if p.runners.is_empty() && pending_ok => return PlaceReply::Pending(p),
             Ok(p) if p.runners.is_empty() => {
                 let runners = view.live_runners();
                 return PlaceReply::Refused(policy::refusal(&demand(&p), &runners));
@@ -205,22 +274,50 @@ fn demand(p: &Placement) -> Demand<'_> {
     }
 }
 
+/// Whether a module no runner can take now may wait for one to start:
+/// runner autoscaling is on and the fleet is under its ceiling (or has no
+/// open runner at all).
+fn may_wait_for_runners(config: &SchedulerConfig, view: &ClusterView) -> bool {
+    config.runners.as_ref().is_some_and(|policy| {
+        let open = view.live_runners().iter().filter(|r| !r.draining).count() as u32;
+        open < policy.max.max(policy.min) || open == 0
+    })
+}
+
+/// How [`decide`] treats `wanted.replicas` against the current placement's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grow {
+    /// The larger of the two (a placement request: same bytes share one
+    /// placement, sized for the largest hint that asked).
+    AtLeast,
+    /// Exactly `wanted`'s (the autoscaler's decision).
+    Exactly,
+}
+
 /// Chooses runners for `wanted` (keeping `current`'s live ones) and writes
-/// the placement if it changed.
+/// the placement if it changed. A placement no runner can take is written
+/// with no runners only when `pending_ok` (runners are being started).
 async fn decide(
     cluster: &Cluster,
     view: &ClusterView,
+    config: &SchedulerConfig,
     current: Option<(Placement, u64)>,
     mut wanted: Placement,
+    grow: Grow,
+    pending_ok: bool,
 ) -> Result<Placement, ClusterError> {
     let runners = view.live_runners();
     let placements = view.placements();
     let planned = policy::planned_memory(&placements, &runners);
     let (held, revision) = match &current {
         Some((p, rev)) => {
-            // Placements are by content: modules with the same bytes share
-            // one, sized for the largest replica hint that asked for it.
-            wanted.replicas = p.replicas.max(wanted.replicas).max(1);
+            if grow == Grow::AtLeast {
+                wanted.replicas = p.replicas.max(wanted.replicas);
+                if wanted.scale.max < p.scale.max {
+                    wanted.scale = p.scale.clone();
+                }
+            }
+            wanted.replicas = wanted.replicas.max(1);
             wanted.module = p.module.clone();
             wanted.generation = p.generation;
             if wanted.tenant.is_empty() {
@@ -230,17 +327,29 @@ async fn decide(
         }
         None => (Vec::new(), None),
     };
-    let chosen = policy::choose(&demand(&wanted), &held, &runners, &planned);
+    let mut chosen = policy::choose(&demand(&wanted), &held, &runners, &planned);
+    keep_handing_over(
+        &mut chosen,
+        &held,
+        &runners,
+        &wanted.digest,
+        config.handover,
+    );
     if let Some((p, _)) = &current
-        && ((chosen == p.runners && wanted.replicas == p.replicas) || chosen.is_empty())
+        && chosen == p.runners
+        && wanted.replicas == p.replicas
+        && wanted.scale == p.scale
     {
         return Ok(p.clone());
     }
+    if chosen.is_empty() && !pending_ok {
+        return Ok(Placement {
+            runners: Vec::new(),
+            ..current.map_or(wanted, |(p, _)| p)
+        });
+    }
     wanted.runners = chosen;
     wanted.generation += 1;
-    if wanted.runners.is_empty() {
-        return Ok(wanted);
-    }
     cluster.write_placement(&wanted, revision).await?;
     tracing::info!(
         module = %wanted.module, digest = %wanted.digest, runners = ?wanted.runners,
@@ -250,16 +359,82 @@ async fn decide(
     Ok(wanted)
 }
 
-/// Moves placements off lost and draining runners, and tops up replicas.
-async fn reconcile(cluster: &Cluster, view: &ClusterView) {
-    let runners = view.live_runners();
-    for p in view.placements() {
-        let healthy = p
-            .runners
+/// Warm before cold: a draining runner stays among a module's holders
+/// until every other holder has loaded the module, or `handover` has passed
+/// since it started draining (its replacement's first request loads it
+/// then). With no other holder at all it stays until it leaves.
+fn keep_handing_over(
+    chosen: &mut Vec<String>,
+    held: &[String],
+    runners: &[RunnerRecord],
+    digest: &str,
+    handover: Duration,
+) {
+    let replacements_loaded = chosen.iter().all(|id| {
+        runners
             .iter()
-            .filter(|id| runners.iter().any(|r| &r.id == *id && !r.draining))
-            .count();
-        if healthy == p.runners.len() && healthy >= p.replicas as usize {
+            .any(|r| &r.id == id && r.loaded.iter().any(|d| d == digest))
+    });
+    for id in held {
+        let Some(r) = runners.iter().find(|r| &r.id == id && r.draining) else {
+            continue;
+        };
+        let waited = Duration::from_millis(r.draining_ms);
+        if (chosen.is_empty() || (!replacements_loaded && waited < handover))
+            && !chosen.contains(&r.id)
+        {
+            chosen.push(r.id.clone());
+        }
+    }
+}
+
+/// Autoscales every placement's replicas; moves placements off lost and
+/// draining runners and tops up their replicas.
+async fn reconcile(
+    cluster: &Cluster,
+    view: &ClusterView,
+    config: &SchedulerConfig,
+    state: &mut Leading,
+    metrics: &SchedulerMetrics,
+) {
+    let now = Instant::now();
+    let runners = view.live_runners();
+    let placements = view.placements();
+    state
+        .replicas
+        .retain(|d| placements.iter().any(|p| p.digest == d));
+    let pending_ok = may_wait_for_runners(config, view);
+    for p in placements {
+        let holders: Vec<&RunnerRecord> = runners
+            .iter()
+            .filter(|r| !r.draining && p.runners.contains(&r.id))
+            .collect();
+        let signal = Signal::gather(&p.digest, &holders);
+        let mut replicas = p.replicas;
+        if let Some(change) = state.replicas.decide(&config.replicas, &p, &signal, now) {
+            if change.to == 0 {
+                match cluster.placement(&p.digest).await {
+                    Ok(Some((_, rev))) => match cluster.remove_placement(&p.digest, rev).await {
+                        Ok(()) => {
+                            metrics.event("replicas", &change);
+                            tracing::info!(module = %p.module, digest = %p.digest, "scaled to zero (idle)");
+                        }
+                        Err(e) => tracing::debug!(error = %e, "cannot remove a placement"),
+                    },
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(error = %e, "cannot read a placement"),
+                }
+                continue;
+            }
+            tracing::info!(
+                module = %p.module, from = change.from, to = change.to, reason = change.reason.as_str(),
+                busy = signal.busy, queue_ms = signal.queue_ms, "scaling replicas"
+            );
+            metrics.event("replicas", &change);
+            replicas = change.to;
+        }
+        let healthy = holders.len();
+        if replicas == p.replicas && healthy == p.runners.len() && healthy >= p.replicas as usize {
             continue;
         }
         let current = match cluster.placement(&p.digest).await {
@@ -272,11 +447,101 @@ async fn reconcile(cluster: &Cluster, view: &ClusterView) {
         };
         let wanted = Placement {
             runners: Vec::new(),
+            replicas,
             ..p.clone()
         };
-        match decide(cluster, view, current, wanted).await {
+        match decide(
+            cluster,
+            view,
+            config,
+            current,
+            wanted,
+            Grow::Exactly,
+            pending_ok,
+        )
+        .await
+        {
             Ok(_) | Err(ClusterError::Conflict(_)) => {}
             Err(e) => tracing::warn!(error = %e, digest = %p.digest, "cannot move a placement"),
+        }
+    }
+}
+
+/// Sizes the fleet: decides, writes the [`ScaleRecord`] actuators follow,
+/// and calls `actuator` when the scheduler holds one.
+async fn scale_runners(
+    cluster: &Cluster,
+    view: &ClusterView,
+    config: &SchedulerConfig,
+    state: &mut Leading,
+    metrics: &SchedulerMetrics,
+    actuator: Option<&dyn Actuator>,
+) {
+    let Some(policy) = &config.runners else {
+        return;
+    };
+    let now = Instant::now();
+    let runners = view.live_runners();
+    let placements = view.placements();
+    let open = runners.iter().filter(|r| !r.draining).count() as u32;
+    let draining = runners.len() as u32 - open;
+    let needed = runners_needed(&placements, &runners);
+    if let Some(change) = state.runners.decide(policy, open, needed, now) {
+        state.reason = format!(
+            "{} → {} runners ({}: {} placements need {needed})",
+            change.from,
+            change.to,
+            change.reason.as_str(),
+            placements.len()
+        );
+        tracing::info!(
+            from = change.from,
+            to = change.to,
+            reason = change.reason.as_str(),
+            needed,
+            "scaling runners"
+        );
+        metrics.event("runners", &change);
+    }
+    if state.runners.starting_late(policy, open, now) {
+        tracing::warn!(
+            desired = ?state.runners.desired(), live = open, timeout = ?policy.start_timeout,
+            "runners asked for have not joined within the start timeout; asking again"
+        );
+        state.runners.asked_again(now);
+    }
+    let desired = state.runners.desired().unwrap_or(open);
+    metrics.set_runners(Some(desired), runners.len() as u32, draining);
+    let record = ScaleRecord {
+        desired,
+        live: runners.len() as u32,
+        min: policy.min,
+        max: policy.max,
+        reason: state.reason.clone(),
+        scheduler: config.id.clone(),
+    };
+    if let Err(e) = cluster.write_scale(&record).await {
+        tracing::debug!(error = %e, "cannot write the scale record");
+    }
+    let due = state
+        .actuated
+        .is_none_or(|(n, at)| n != desired || at.elapsed() >= ACTUATE_EVERY);
+    if let Some(a) = actuator
+        && due
+    {
+        match a.scale(desired, &runners).await {
+            Ok(_) => {
+                state.actuator_error = None;
+                state.actuated = Some((desired, Instant::now()));
+            }
+            Err(e) => {
+                metrics.actuator_failed();
+                let e = e.to_string();
+                if state.actuator_error.as_ref() != Some(&e) {
+                    tracing::warn!(actuator = a.name(), error = %e, "cannot scale the runners; retrying every tick");
+                    state.actuator_error = Some(e);
+                }
+            }
         }
     }
 }

@@ -41,7 +41,7 @@ impl Proc {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -111,7 +111,7 @@ fn runner(dir: &Path, registry: &Server, key: &str, nats: &str, id: &str) -> Ser
 }
 
 /// `conduit cluster status --json`.
-fn status(nats: &str) -> serde_json::Value {
+pub(crate) fn status(nats: &str) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_conduit"))
         .args(["cluster", "status", "--json", "--nats", nats])
         .env_remove("CONDUIT_LOG")
@@ -123,7 +123,7 @@ fn status(nats: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
-fn live_runners(nats: &str) -> Vec<String> {
+pub(crate) fn live_runners(nats: &str) -> Vec<String> {
     let s = status(nats);
     s["runners"]
         .as_array()
@@ -135,7 +135,7 @@ fn live_runners(nats: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Duration {
+pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     while !done() {
         assert!(
@@ -149,7 +149,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Duration {
 
 /// Requests to `add` through the gateway from 4 clients until stopped:
 /// (successes, failures, the first failure).
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
@@ -158,7 +158,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(url: &str, key: &str) -> Self {
+    pub(crate) fn start(url: &str, key: &str) -> Self {
         let (stop, ok, failed) = (
             Arc::<AtomicBool>::default(),
             Arc::<AtomicU64>::default(),
@@ -230,12 +230,12 @@ impl Load {
         }
     }
 
-    fn ok(&self) -> u64 {
+    pub(crate) fn ok(&self) -> u64 {
         self.ok.load(Ordering::Relaxed)
     }
 
     /// Stops and returns (successes, failures, the first failure).
-    fn finish(mut self) -> (u64, u64, Option<String>) {
+    pub(crate) fn finish(mut self) -> (u64, u64, Option<String>) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().unwrap().join().unwrap();
         let first = self.first.lock().unwrap().clone();
@@ -243,7 +243,7 @@ impl Load {
     }
 
     /// Waits until `more` further requests succeeded.
-    fn wait_more(&self, more: u64) {
+    pub(crate) fn wait_more(&self, more: u64) {
         let target = self.ok() + more;
         wait_until("requests succeed through the gateway", || {
             self.ok() >= target
@@ -471,7 +471,7 @@ fn cluster_on_nats_survives_its_failure_table() {
 }
 
 /// `GET /metrics` of a gateway (`http://host:port`) with `key`.
-fn gateway_metrics(http_url: &str, key: &str) -> String {
+pub(crate) fn gateway_metrics(http_url: &str, key: &str) -> String {
     use std::io::{Read, Write};
     let addr = http_url.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
@@ -523,117 +523,32 @@ fn wait_placed(nats: &str, module: &str, n: usize) -> Vec<String> {
 /// its gateway; Ctrl-C stops every process and exits 0.
 #[test]
 fn cluster_up_starts_and_stops_a_whole_cluster() {
-    let dir = TempDir::new("conduit-cluster-up");
-    let base = free_port().saturating_sub(20).max(20_000);
-    let venv_bin = workspace_root().join(".venv/bin");
-    let path = format!(
-        "{}:{}",
-        venv_bin.display(),
-        std::env::var("PATH").unwrap_or_default()
+    let up = crate::autoscale::ClusterUp::start(
+        "conduit-cluster-up",
+        &["--runners", "1", "--schedulers", "1"],
     );
-    let mut up = Command::new(env!("CARGO_BIN_EXE_conduit"))
-        .args(["cluster", "up", "--runners", "1", "--schedulers", "1"])
-        .args(["--port-base", &base.to_string(), "--dir"])
-        .arg(dir.path().join("cluster"))
-        .env("PATH", path)
-        .env_remove("CONDUIT_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting conduit cluster up");
-    let stdout = up.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut printed = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !printed
-        .iter()
-        .any(|l: &String| l.contains("Ctrl-C stops the cluster"))
-    {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => printed.push(line),
-            Err(e) => {
-                let _ = up.kill();
-                let out = up.wait_with_output().unwrap();
-                panic!(
-                    "cluster up did not come up ({e:?}):\n{}\n{}",
-                    printed.join("\n"),
-                    text(&out.stderr)
-                );
-            }
-        }
-    }
-    let key = std::fs::read_to_string(dir.path().join("cluster/admin.key")).unwrap();
-    let key = key.trim();
-    let run = |addr: u16, args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_conduit"))
-            .args(args)
-            .env("CONDUIT_REGISTRY", format!("http://127.0.0.1:{addr}"))
-            .env("CONDUIT_API_KEY", key)
-            .env_remove("CONDUIT_LOG")
-            .output()
-            .unwrap()
-    };
-    let add = workspace_root().join("testdata/fixtures/add.onnx");
-    let pushed = run(
-        base + 2,
-        &[
-            "push",
-            "model",
-            add.to_str().unwrap(),
-            "--name",
-            "add",
-            "--version",
-            "1.0.0",
-        ],
-    );
-    assert!(pushed.status.success(), "{}", text(&pushed.stderr));
-    let served = run(base + 1, &["infer", "add", "--input", "x=[[1,2,3,4]]"]);
-    assert!(
-        text(&served.stdout).contains("[2.0000, 4.0000, 6.0000, 8.0000]"),
-        "{}\n{}",
-        text(&served.stdout),
-        text(&served.stderr)
-    );
+    up.push_add();
+    crate::autoscale::infer_add(&up);
     for log in ["nats", "registry", "scheduler-0", "runner-0", "gateway"] {
         assert!(
-            dir.path().join(format!("cluster/logs/{log}.log")).is_file(),
+            up.dir
+                .path()
+                .join(format!("cluster/logs/{log}.log"))
+                .is_file(),
             "no log for {log}"
         );
     }
+    assert!(
+        up.scheduler_metrics()
+            .contains("conduit_scheduler_leader 1"),
+        "the scheduler's /metrics: {}",
+        up.scheduler_metrics()
+    );
 
     // Ctrl-C: everything stops, and the command exits 0.
-    let pid = up.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let stopped = Instant::now();
-    let status = loop {
-        if let Some(s) = up.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(60),
-            "cluster up did not stop on Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "{status:?}");
-    for port in [base, base + 1, base + 2, base + 3, base + 10] {
+    let base = up.base;
+    up.interrupt();
+    for port in [base, base + 1, base + 2, base + 3, base + 4, base + 10] {
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
             "something still listens on {port} after Ctrl-C"

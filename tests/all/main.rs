@@ -2,6 +2,7 @@
 //! (`make components`), run in the real runtime and through the real CLI.
 
 mod adversarial;
+mod autoscale;
 mod cli;
 mod cli_registry;
 mod cli_registry_refs;

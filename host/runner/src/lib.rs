@@ -50,7 +50,7 @@ pub use listen::{ConnectionLimits, Limited, accept_limited, incoming, serve_http
 pub use metrics::{Metrics, ModelCounters, ModelKey, RequestTiming};
 pub use node::{Node, NodeConfig, NodeError};
 pub use remote_source::{RemoteSource, RemoteSourceConfig};
-pub use report::LoadReport;
+pub use report::{LoadReport, ModuleUse};
 pub use serving::{
     EXTENSIONS, IndexEntry, InferRequest, InferResponse, RequestGuard, Serving, ServingConfig,
     executor_key,

@@ -1,12 +1,15 @@
 //! What a runner tells its cluster about itself (its heartbeat's payload),
-//! and warming what the scheduler places on it.
+//! warming what the scheduler places on it and releasing what it no longer
+//! places here.
 
 use crate::{ServeError, Serving};
+use conduit_registry::Kind;
 use conduit_types::Digest;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Most module digests remembered as warm (a tenant can touch any number).
-const MAX_WARM: usize = 4096;
+/// Most module digests tracked (a tenant can touch any number): past it,
+/// the idle ones are forgotten.
+const MAX_TRACKED: usize = 4096;
 
 /// A runner's load, as of now.
 #[derive(Debug, Clone, Default)]
@@ -25,6 +28,97 @@ pub struct LoadReport {
     /// Digests of the modules it has served or warmed (their executors,
     /// components and pipelines are loaded, unless evicted since).
     pub loaded: Vec<Digest>,
+    /// How each module requested here is used, cumulative since it was
+    /// first requested (the caller turns two reports into rates).
+    pub modules: Vec<ModuleUse>,
+}
+
+/// One module's use on this runner, cumulative.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleUse {
+    /// The module.
+    pub digest: Digest,
+    /// Requests finished.
+    pub requests: u64,
+    /// Time at least one of its requests was in flight: its busy time.
+    pub busy: Duration,
+    /// Time its finished requests waited before running (admission and
+    /// queues), summed.
+    pub queued: Duration,
+    /// Its requests in flight now.
+    pub in_flight: u64,
+    /// Since its last request started or finished.
+    pub idle: Duration,
+}
+
+/// How one module is used here (kept per digest).
+#[derive(Debug)]
+pub(crate) struct Usage {
+    warm: bool,
+    requests: u64,
+    busy: Duration,
+    queued: Duration,
+    in_flight: u64,
+    busy_since: Option<Instant>,
+    last: Instant,
+}
+
+impl Default for Usage {
+    fn default() -> Self {
+        Self {
+            warm: false,
+            requests: 0,
+            busy: Duration::ZERO,
+            queued: Duration::ZERO,
+            in_flight: 0,
+            busy_since: None,
+            last: Instant::now(),
+        }
+    }
+}
+
+/// One request's use of a module: ended by [`InUse::done`], or when
+/// dropped (the caller went away).
+pub(crate) struct InUse {
+    serving: Serving,
+    digest: Digest,
+    open: bool,
+}
+
+impl InUse {
+    /// The request finished: `queued` is how long it waited; a success
+    /// marks the module warm.
+    pub(crate) fn done(mut self, queued: Duration, success: bool) {
+        self.end(queued, success);
+    }
+
+    fn end(&mut self, queued: Duration, success: bool) {
+        if !self.open {
+            return;
+        }
+        self.open = false;
+        let mut usage = self.serving.inner.usage.lock().expect("usage lock");
+        let Some(u) = usage.get_mut(&self.digest) else {
+            return;
+        };
+        let now = Instant::now();
+        u.in_flight = u.in_flight.saturating_sub(1);
+        u.requests += 1;
+        u.queued += queued;
+        u.last = now;
+        u.warm |= success;
+        if u.in_flight == 0
+            && let Some(since) = u.busy_since.take()
+        {
+            u.busy += now - since;
+        }
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.end(Duration::ZERO, false);
+    }
 }
 
 impl Serving {
@@ -41,15 +135,24 @@ impl Serving {
             report.instances += e.config().instances.max(1) as u64;
             report.memory_used += e.memory_estimate();
         }
-        report.loaded = self
-            .inner
-            .warm
-            .lock()
-            .expect("warm lock")
-            .iter()
-            .copied()
-            .collect();
+        let now = Instant::now();
+        let usage = self.inner.usage.lock().expect("usage lock");
+        for (digest, u) in usage.iter() {
+            if u.warm {
+                report.loaded.push(*digest);
+            }
+            report.modules.push(ModuleUse {
+                digest: *digest,
+                requests: u.requests,
+                busy: u.busy + u.busy_since.map_or(Duration::ZERO, |s| now - s),
+                queued: u.queued,
+                in_flight: u.in_flight,
+                idle: now.saturating_duration_since(u.last),
+            });
+        }
+        drop(usage);
         report.loaded.sort();
+        report.modules.sort_by_key(|m| m.digest);
         report
     }
 
@@ -74,15 +177,71 @@ impl Serving {
         Ok(())
     }
 
+    /// Lets go of module `digest` here: it no longer counts as loaded, and
+    /// when it is a model its executors are freed (a pipeline's own
+    /// definition is dropped; its step models stay until the memory budget
+    /// evicts them, since other pipelines may share them). A request for it
+    /// later loads it again. Returns whether it was loaded.
+    pub fn release(&self, digest: &Digest) -> bool {
+        let was = {
+            let mut usage = self.inner.usage.lock().expect("usage lock");
+            match usage.get_mut(digest) {
+                Some(u) if u.in_flight == 0 => usage.remove(digest).is_some_and(|u| u.warm),
+                Some(u) => std::mem::replace(&mut u.warm, false),
+                None => false,
+            }
+        };
+        self.inner
+            .pipelines
+            .lock()
+            .expect("pipelines lock")
+            .remove(digest);
+        if let Some(manifest) = self.inner.resolved.find(|m| &m.digest == digest)
+            && manifest.kind == Kind::Model
+            && let Ok(config) = self
+                .inner
+                .backends
+                .config(&manifest.digest.short(), &manifest.executor)
+        {
+            let key = crate::serving::executor_key(&manifest.digest, &config);
+            self.inner
+                .model_users
+                .lock()
+                .expect("model users lock")
+                .remove(&key);
+            self.inner.models.remove(&key);
+        }
+        was
+    }
+
+    /// A request of module `digest` starts.
+    pub(crate) fn begin_use(&self, digest: Digest) -> InUse {
+        let mut usage = self.inner.usage.lock().expect("usage lock");
+        if usage.len() >= MAX_TRACKED && !usage.contains_key(&digest) {
+            usage.retain(|_, u| u.in_flight > 0 || u.warm);
+            if usage.len() >= MAX_TRACKED {
+                usage.retain(|_, u| u.in_flight > 0);
+            }
+        }
+        let u = usage.entry(digest).or_default();
+        let now = Instant::now();
+        u.in_flight += 1;
+        u.last = now;
+        u.busy_since.get_or_insert(now);
+        drop(usage);
+        InUse {
+            serving: self.clone(),
+            digest,
+            open: true,
+        }
+    }
+
     /// Remembers that `digest` is loaded here.
     pub(crate) fn note_warm(&self, digest: Digest) {
-        let mut warm = self.inner.warm.lock().expect("warm lock");
-        if warm.contains(&digest) {
-            return;
+        let mut usage = self.inner.usage.lock().expect("usage lock");
+        if usage.len() >= MAX_TRACKED && !usage.contains_key(&digest) {
+            usage.retain(|_, u| u.in_flight > 0);
         }
-        if warm.len() >= MAX_WARM {
-            warm.clear();
-        }
-        warm.insert(digest);
+        usage.entry(digest).or_default().warm = true;
     }
 }

@@ -142,8 +142,9 @@ pub(crate) struct Inner {
     pub(crate) keys: Generational<[u8; 32], Tenant>,
     /// Calls made to the source (resolutions, listings, blobs, keys).
     pub(crate) source_reads: std::sync::atomic::AtomicU64,
-    /// Digests of the modules served or warmed here (see `report.rs`).
-    pub(crate) warm: Mutex<HashSet<Digest>>,
+    /// Per module digest: whether it is warm here and how it is used (see
+    /// `report.rs`).
+    pub(crate) usage: Mutex<HashMap<Digest, crate::report::Usage>>,
 }
 
 impl std::fmt::Debug for Serving {
@@ -186,7 +187,7 @@ impl Serving {
                 listed: Generational::new(256),
                 keys: Generational::new(4096),
                 source_reads: Default::default(),
-                warm: Mutex::default(),
+                usage: Mutex::default(),
             }),
         }
     }
@@ -499,14 +500,16 @@ impl Serving {
         span.record("digest", tracing::field::display(&target.manifest.digest));
         let metrics = &self.inner.metrics;
         metrics.begin(&target.key);
+        let using = self.begin_use(target.manifest.digest);
         let result = self.infer_target(tenant, &target, request).await;
         match result {
             Ok((response, timing, rows, executions)) => {
                 metrics.success(&target.key, rows, executions, started.elapsed(), timing);
-                self.note_warm(target.manifest.digest);
+                using.done(timing.queue, true);
                 Ok(response)
             }
             Err(e) => {
+                using.done(Duration::ZERO, false);
                 metrics.failure(&target.key, e.reason(), started.elapsed());
                 log_failure(&tenant.name, &target.key.model, "infer", &e);
                 Err(e)
