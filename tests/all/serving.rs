@@ -898,3 +898,59 @@ async fn followed_tags_and_unload() {
         .unwrap();
     let _ = &plane.runtime;
 }
+
+/// What a cluster runner reports and releases: a served pipeline counts as
+/// loaded with its use (requests, busy time); released, its definition and
+/// its step model's executors are freed (the report's memory drops to 0),
+/// and the next request loads it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_pipeline_frees_its_models_and_loads_again() {
+    let plane = Plane::start("").await;
+    let c = plane.registry_client(&plane.key).await;
+    plane.push_paraphrase_parts(&c).await;
+    let pipeline = push(
+        &c,
+        Kind::Pipeline,
+        "paraphrase",
+        "1.0.0",
+        paraphrase_toml().as_bytes(),
+    )
+    .await;
+    let mut client = plane.infer_client().await;
+    for _ in 0..3 {
+        infer(
+            &mut client,
+            &plane.key,
+            text_request("paraphrase", "", &PAIR),
+        )
+        .await
+        .unwrap();
+    }
+    let report = plane.serving.load_report();
+    assert!(report.loaded.contains(&pipeline.digest), "{report:?}");
+    assert!(report.memory_used > 0, "minilm's executor is loaded");
+    let used = report
+        .modules
+        .iter()
+        .find(|m| m.digest == pipeline.digest)
+        .expect("its use is reported");
+    assert_eq!((used.requests, used.in_flight), (3, 0));
+    assert!(!used.busy.is_zero());
+
+    assert!(plane.serving.release(&pipeline.digest));
+    let report = plane.serving.load_report();
+    assert!(!report.loaded.contains(&pipeline.digest), "{report:?}");
+    assert_eq!(report.memory_used, 0, "the step model's executor is freed");
+    assert!(!plane.serving.release(&pipeline.digest), "released already");
+
+    infer(
+        &mut client,
+        &plane.key,
+        text_request("paraphrase", "", &PAIR),
+    )
+    .await
+    .unwrap();
+    let report = plane.serving.load_report();
+    assert!(report.loaded.contains(&pipeline.digest));
+    assert!(report.memory_used > 0, "loaded again");
+}

@@ -178,10 +178,11 @@ impl Serving {
     }
 
     /// Lets go of module `digest` here: it no longer counts as loaded, and
-    /// when it is a model its executors are freed (a pipeline's own
-    /// definition is dropped; its step models stay until the memory budget
-    /// evicts them, since other pipelines may share them). A request for it
-    /// later loads it again. Returns whether it was loaded.
+    /// when it is a model its executors are freed; when it is a pipeline,
+    /// its definition is dropped and so are the executors of its step models
+    /// that no other loaded pipeline uses and that are not loaded in their
+    /// own right. A request for it later loads it again. Returns whether it
+    /// was loaded.
     pub fn release(&self, digest: &Digest) -> bool {
         let was = {
             let mut usage = self.inner.usage.lock().expect("usage lock");
@@ -191,17 +192,48 @@ impl Serving {
                 None => false,
             }
         };
-        self.inner
-            .pipelines
-            .lock()
-            .expect("pipelines lock")
-            .remove(digest);
-        if let Some(manifest) = self.inner.resolved.find(|m| &m.digest == digest)
-            && manifest.kind == Kind::Model
-            && let Ok(config) = self
-                .inner
-                .backends
-                .config(&manifest.digest.short(), &manifest.executor)
+        let (pipeline, others) = {
+            let mut pipelines = self.inner.pipelines.lock().expect("pipelines lock");
+            let def = pipelines.remove(digest);
+            let others: Vec<Digest> = pipelines
+                .values()
+                .flat_map(|p| p.steps.iter().map(|s| s.digest))
+                .collect();
+            (def, others)
+        };
+        match pipeline {
+            Some(def) => {
+                let warm: Vec<Digest> = {
+                    let usage = self.inner.usage.lock().expect("usage lock");
+                    usage
+                        .iter()
+                        .filter(|(_, u)| u.warm)
+                        .map(|(d, _)| *d)
+                        .collect()
+                };
+                for step in def.steps.iter().filter(|s| s.kind == Kind::Model) {
+                    if !others.contains(&step.digest) && !warm.contains(&step.digest) {
+                        self.free_executors(&step.digest);
+                    }
+                }
+            }
+            None => self.free_executors(digest),
+        }
+        was
+    }
+
+    /// Frees the executors of model `digest`, if it is a model loaded here.
+    fn free_executors(&self, digest: &Digest) {
+        let Some(manifest) = self.inner.resolved.find(|m| &m.digest == digest) else {
+            return;
+        };
+        if manifest.kind != Kind::Model {
+            return;
+        }
+        if let Ok(config) = self
+            .inner
+            .backends
+            .config(&manifest.digest.short(), &manifest.executor)
         {
             let key = crate::serving::executor_key(&manifest.digest, &config);
             self.inner
@@ -211,7 +243,6 @@ impl Serving {
                 .remove(&key);
             self.inner.models.remove(&key);
         }
-        was
     }
 
     /// A request of module `digest` starts.
