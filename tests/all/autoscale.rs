@@ -319,6 +319,10 @@ fn autoscaling_follows_load_to_zero_and_back_and_drains_without_loss() {
     load.wait_more(200);
     let (served, failed, first) = load.finish();
     assert_eq!(failed, 0, "{served} served; first failure: {first:?}");
+    // It drained (its replica handed over), not timed out.
+    let log = std::fs::read_to_string(up.dir.path().join(format!("cluster/logs/{victim}.log")))
+        .unwrap_or_default();
+    assert!(log.contains("drained in"), "{victim}'s log:\n{log}");
 
     // Load gone: replicas shrink to the floor, the module goes to zero, and
     // the fleet with it.
