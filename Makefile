@@ -42,6 +42,10 @@ test: components reference fixtures minilm-reference sidecar clients
 	# The suite's in-process baselines: WASM steps must equal native ones, the model must score the pair.
 	$(CARGO) run --release -q -p conduit-bench --features conduit-bench/tract -- baseline --batch 2 \
 	    --warmup-s 0.1 --duration-s 0.2 --steps-s 0.05 --components $(WASM_DIR) > /dev/null
+	# The autoscaling simulation and the placement-at-scale bench, small: they must run.
+	$(CARGO) run --release -q -p conduit-bench --features conduit-bench/tract -- sharing --seconds 120 > /dev/null
+	$(CARGO) run --release -q -p conduit-bench --features conduit-bench/tract -- placement \
+	    --runners 500 --placements 5000 --decisions 500 > /dev/null
 
 lint: model
 	$(CARGO) fmt --all -- --check
@@ -51,6 +55,10 @@ bench: components build fixtures minilm-reference
 	$(CARGO) run --release -p conduit-bench --features conduit-bench/tract -- --components $(WASM_DIR)
 	$(CARGO) run --release -p conduit-bench --features conduit-bench/tract -- cluster --conduit $(CONDUIT) \
 	    --nats-server $(VENV)/bin/nats-server --components $(WASM_DIR)
+	$(CARGO) run --release -p conduit-bench --features conduit-bench/tract -- autoscale --conduit $(CONDUIT) \
+	    --components $(WASM_DIR)
+	$(CARGO) run --release -p conduit-bench --features conduit-bench/tract -- sharing
+	$(CARGO) run --release -p conduit-bench --features conduit-bench/tract -- placement
 
 ## The benchmark suite (bench/suite.py): Conduit against PyTriton, Ray Serve and in-process
 ## ONNX Runtime (P1-P5), then its plots. Installs the peers into bench/peers/.venv first.

@@ -269,7 +269,7 @@ impl Bed {
     }
 }
 
-async fn client(url: &str) -> Result<GrpcInferenceServiceClient<Channel>> {
+pub(crate) async fn client(url: &str) -> Result<GrpcInferenceServiceClient<Channel>> {
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
         .tcp_nodelay(true)
         .connect()
@@ -277,7 +277,7 @@ async fn client(url: &str) -> Result<GrpcInferenceServiceClient<Channel>> {
     Ok(GrpcInferenceServiceClient::new(channel))
 }
 
-fn request(model: &str, key: &str) -> tonic::Request<ModelInferRequest> {
+pub(crate) fn request(model: &str, key: &str) -> tonic::Request<ModelInferRequest> {
     let input = if model == "add" {
         InferInputTensor {
             name: "x".into(),
@@ -314,7 +314,7 @@ fn request(model: &str, key: &str) -> tonic::Request<ModelInferRequest> {
     r
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -19,17 +19,26 @@
 //! for any server (see the `loadgen` module and bench/README.md);
 //! `conduit-bench cluster …` measures a cluster of real processes (see the
 //! `cluster` module);
+//! `conduit-bench autoscale …` measures autoscaling on a local cluster (see
+//! the `autoscale` module);
 //! `conduit-bench baseline …` measures the in-process limits the serving
-//! suite compares against (see the `baseline` module).
+//! suite compares against (see the `baseline` module);
+//! `conduit-bench sharing …` simulates accelerator sharing through the
+//! scheduler's own autoscaling code (see the `sharing` module);
+//! `conduit-bench placement …` times the placement policy at 10,000 runners
+//! and 100,000 placements in one process (see the `placement` module).
 
+mod autoscale;
 mod baseline;
 mod cluster;
 mod harness;
 mod isolation;
 mod loadgen;
 mod models;
+mod placement;
 mod registration;
 mod serving;
+mod sharing;
 
 use anyhow::{Context, Result, bail};
 use conduit_runtime::{
@@ -54,8 +63,17 @@ fn main() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("cluster") {
         return cluster::main(std::env::args().skip(2));
     }
+    if std::env::args().nth(1).as_deref() == Some("autoscale") {
+        return autoscale::main(std::env::args().skip(2));
+    }
     if std::env::args().nth(1).as_deref() == Some("baseline") {
         return baseline::main(std::env::args().skip(2));
+    }
+    if std::env::args().nth(1).as_deref() == Some("sharing") {
+        return sharing::main(std::env::args().skip(2));
+    }
+    if std::env::args().nth(1).as_deref() == Some("placement") {
+        return placement::main(std::env::args().skip(2));
     }
     let mut args = std::env::args().skip(1);
     let mut dir = PathBuf::from("target/wasm32-wasip2/release");

@@ -355,9 +355,14 @@ impl Router {
     }
 
     /// A placement's holders to pick from: live, unsuspected, none of
-    /// `tried`; draining holders only while some other holder has not
-    /// loaded the module yet (warm before cold: the scheduler keeps a
-    /// draining runner in the placement until its replacement is loaded).
+    /// `tried`.
+    /// - Draining holders only while some other holder has not loaded the
+    ///   module yet (warm before cold: the scheduler keeps a draining runner
+    ///   in the placement until its replacement is loaded).
+    /// - A holder that has not loaded the module yet, while another has,
+    ///   gets one request at a time from this gateway (the one that loads
+    ///   it) until its heartbeat says it is loaded: a new replica is not
+    ///   flooded with requests that would all wait for its cold load.
     fn holders(&self, p: &Placement, tried: &[String]) -> Vec<RunnerRecord> {
         let live: Vec<RunnerRecord> = self
             .inner
@@ -366,14 +371,18 @@ impl Router {
             .into_iter()
             .filter(|r| !tried.contains(&r.id) && !self.suspected(&r.id))
             .collect();
-        let handing_over = live.iter().any(|r| r.draining)
-            && live
-                .iter()
-                .any(|r| !r.draining && !r.loaded.iter().any(|d| d == &p.digest));
-        if handing_over {
-            return live;
+        let loaded = |r: &RunnerRecord| r.loaded.iter().any(|d| d == &p.digest);
+        let handing_over =
+            live.iter().any(|r| r.draining) && live.iter().any(|r| !r.draining && !loaded(r));
+        let mut pick: Vec<RunnerRecord> = live
+            .into_iter()
+            .filter(|r| handing_over || !r.draining)
+            .collect();
+        if pick.iter().any(loaded) && !pick.iter().all(loaded) {
+            let out = self.inner.outstanding.lock().expect("outstanding lock");
+            pick.retain(|r| loaded(r) || out.get(&r.id).copied().unwrap_or(0) == 0);
         }
-        live.into_iter().filter(|r| !r.draining).collect()
+        pick
     }
 
     /// Live, unsuspected, undrained runners of `ids` (all when `None`), none

@@ -27,10 +27,11 @@ use crate::autoscale::{
 use crate::error::ClusterError;
 use crate::kv::{Cluster, decode, encode};
 use crate::metrics::SchedulerMetrics;
-use crate::policy::{self, Demand};
+use crate::policy::{self, Demand, Planned};
 use crate::records::{PlaceReply, PlaceRequest, Placement, RunnerRecord};
 use crate::view::ClusterView;
 use futures_util::StreamExt;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,19 @@ struct Leading {
     actuator_error: Option<String>,
     /// What the actuator was last asked for, and when it answered.
     actuated: Option<(u32, Instant)>,
+    /// The placement index decisions use: rebuilt from the view every tick,
+    /// updated by every placement written since.
+    planned: Option<Planned>,
+    /// Live runners not draining, as of the last tick.
+    open: u32,
+}
+
+impl Leading {
+    /// Takes this tick's snapshot of the view.
+    fn snapshot(&mut self, runners: &[RunnerRecord], placements: &[Placement]) {
+        self.planned = Some(Planned::new(placements, runners));
+        self.open = runners.iter().filter(|r| !r.draining).count() as u32;
+    }
 }
 
 /// How often an actuator is asked again for an unchanged size (it may have
@@ -127,16 +141,25 @@ pub async fn run(
                 }
                 if lease.is_some() && view.synced() {
                     let state = leading.get_or_insert_with(Leading::default);
-                    reconcile(&cluster, &view, &config, state, &metrics).await;
+                    let runners = view.live_runners();
+                    let placements = view.placements();
+                    state.snapshot(&runners, &placements);
+                    reconcile(&cluster, &view, &config, state, &metrics, &runners, placements).await;
                     if config.runners.is_some() {
-                        scale_runners(&cluster, &view, &config, state, &metrics, actuator.as_deref()).await;
+                        scale_runners(&cluster, &view, &config, state, &metrics, actuator.as_deref(), &runners).await;
                     }
                     metrics.set_placements(&view.placements());
                 }
             }
             Some(msg) = next_request(&mut requests) => {
                 let reply = match decode::<PlaceRequest>("place request", &msg.payload) {
-                    Ok(req) => place(&cluster, &view, &config, &req).await,
+                    Ok(req) => {
+                        let state = leading.get_or_insert_with(Leading::default);
+                        if state.planned.is_none() {
+                            state.snapshot(&view.live_runners(), &view.placements());
+                        }
+                        place(&cluster, &view, &config, state, &req).await
+                    }
                     Err(e) => PlaceReply::Refused(e.to_string()),
                 };
                 if let (Some(to), Ok(body)) = (msg.reply, encode(&reply)) {
@@ -213,6 +236,7 @@ async fn place(
     cluster: &Cluster,
     view: &ClusterView,
     config: &SchedulerConfig,
+    state: &mut Leading,
     req: &PlaceRequest,
 ) -> PlaceReply {
     if !req.digest.starts_with("blake3:") {
@@ -240,11 +264,12 @@ async fn place(
             scale: scale.clone(),
             ..Placement::default()
         };
-        let pending_ok = may_wait_for_runners(config, view);
+        let pending_ok = may_wait_for_runners(config, state.open);
         match decide(
             cluster,
             view,
             config,
+            state,
             current,
             wanted,
             Grow::AtLeast,
@@ -277,11 +302,11 @@ fn demand(p: &Placement) -> Demand<'_> {
 /// Whether a module no runner can take now may wait for one to start:
 /// runner autoscaling is on and the fleet is under its ceiling (or has no
 /// open runner at all).
-fn may_wait_for_runners(config: &SchedulerConfig, view: &ClusterView) -> bool {
-    config.runners.as_ref().is_some_and(|policy| {
-        let open = view.live_runners().iter().filter(|r| !r.draining).count() as u32;
-        open < policy.max.max(policy.min) || open == 0
-    })
+fn may_wait_for_runners(config: &SchedulerConfig, open: u32) -> bool {
+    config
+        .runners
+        .as_ref()
+        .is_some_and(|policy| open < policy.max.max(policy.min) || open == 0)
 }
 
 /// How [`decide`] treats `wanted.replicas` against the current placement's.
@@ -297,18 +322,24 @@ enum Grow {
 /// Chooses runners for `wanted` (keeping `current`'s live ones) and writes
 /// the placement if it changed. A placement no runner can take is written
 /// with no runners only when `pending_ok` (runners are being started).
+///
+/// Decides on the tick's snapshot (`state.planned`: runners' loads as of
+/// the last tick, memory planned as of every decision since), so that one
+/// decision costs the runners it compares, not a copy of the cluster.
+#[allow(clippy::too_many_arguments)]
 async fn decide(
     cluster: &Cluster,
     view: &ClusterView,
     config: &SchedulerConfig,
+    state: &mut Leading,
     current: Option<(Placement, u64)>,
     mut wanted: Placement,
     grow: Grow,
     pending_ok: bool,
 ) -> Result<Placement, ClusterError> {
-    let runners = view.live_runners();
-    let placements = view.placements();
-    let planned = policy::planned_memory(&placements, &runners);
+    let planned = state
+        .planned
+        .get_or_insert_with(|| Planned::new(&view.placements(), &view.live_runners()));
     let (held, revision) = match &current {
         Some((p, rev)) => {
             if grow == Grow::AtLeast {
@@ -327,14 +358,8 @@ async fn decide(
         }
         None => (Vec::new(), None),
     };
-    let mut chosen = policy::choose(&demand(&wanted), &held, &runners, &planned);
-    keep_handing_over(
-        &mut chosen,
-        &held,
-        &runners,
-        &wanted.digest,
-        config.handover,
-    );
+    let mut chosen = planned.choose(&demand(&wanted), &held);
+    keep_handing_over(view, &mut chosen, &held, &wanted.digest, config.handover);
     if let Some((p, _)) = &current
         && chosen == p.runners
         && wanted.replicas == p.replicas
@@ -351,6 +376,7 @@ async fn decide(
     wanted.runners = chosen;
     wanted.generation += 1;
     cluster.write_placement(&wanted, revision).await?;
+    planned.apply(current.as_ref().map(|(p, _)| p), Some(&wanted));
     tracing::info!(
         module = %wanted.module, digest = %wanted.digest, runners = ?wanted.runners,
         generation = wanted.generation, "placed"
@@ -364,21 +390,26 @@ async fn decide(
 /// since it started draining (its replacement's first request loads it
 /// then). With no other holder at all it stays until it leaves.
 fn keep_handing_over(
+    view: &ClusterView,
     chosen: &mut Vec<String>,
     held: &[String],
-    runners: &[RunnerRecord],
     digest: &str,
     handover: Duration,
 ) {
-    let replacements_loaded = chosen.iter().all(|id| {
-        runners
+    let draining: Vec<RunnerRecord> = view
+        .live_among(held)
+        .into_iter()
+        .filter(|r| r.draining)
+        .collect();
+    if draining.is_empty() {
+        return;
+    }
+    let replacements = view.live_among(chosen);
+    let replacements_loaded = replacements.len() == chosen.len()
+        && replacements
             .iter()
-            .any(|r| &r.id == id && r.loaded.iter().any(|d| d == digest))
-    });
-    for id in held {
-        let Some(r) = runners.iter().find(|r| &r.id == id && r.draining) else {
-            continue;
-        };
+            .all(|r| r.loaded.iter().any(|d| d == digest));
+    for r in draining {
         let waited = Duration::from_millis(r.draining_ms);
         if (chosen.is_empty() || (!replacements_loaded && waited < handover))
             && !chosen.contains(&r.id)
@@ -396,26 +427,31 @@ async fn reconcile(
     config: &SchedulerConfig,
     state: &mut Leading,
     metrics: &SchedulerMetrics,
+    runners: &[RunnerRecord],
+    placements: Vec<Placement>,
 ) {
     let now = Instant::now();
-    let runners = view.live_runners();
-    let placements = view.placements();
-    state
-        .replicas
-        .retain(|d| placements.iter().any(|p| p.digest == d));
-    let pending_ok = may_wait_for_runners(config, view);
-    for p in placements {
-        let holders: Vec<&RunnerRecord> = runners
+    let by_id: HashMap<&str, &RunnerRecord> = runners.iter().map(|r| (r.id.as_str(), r)).collect();
+    let placed: HashSet<&str> = placements.iter().map(|p| p.digest.as_str()).collect();
+    state.replicas.retain(|d| placed.contains(d));
+    let pending_ok = may_wait_for_runners(config, state.open);
+    for p in &placements {
+        let holders: Vec<&RunnerRecord> = p
+            .runners
             .iter()
-            .filter(|r| !r.draining && p.runners.contains(&r.id))
+            .filter_map(|id| by_id.get(id.as_str()).copied())
+            .filter(|r| !r.draining)
             .collect();
         let signal = Signal::gather(&p.digest, &holders);
         let mut replicas = p.replicas;
-        if let Some(change) = state.replicas.decide(&config.replicas, &p, &signal, now) {
+        if let Some(change) = state.replicas.decide(&config.replicas, p, &signal, now) {
             if change.to == 0 {
                 match cluster.placement(&p.digest).await {
                     Ok(Some((_, rev))) => match cluster.remove_placement(&p.digest, rev).await {
                         Ok(()) => {
+                            if let Some(planned) = &mut state.planned {
+                                planned.apply(Some(p), None);
+                            }
                             metrics.event("replicas", &change);
                             tracing::info!(module = %p.module, digest = %p.digest, "scaled to zero (idle)");
                         }
@@ -454,6 +490,7 @@ async fn reconcile(
             cluster,
             view,
             config,
+            state,
             current,
             wanted,
             Grow::Exactly,
@@ -476,16 +513,17 @@ async fn scale_runners(
     state: &mut Leading,
     metrics: &SchedulerMetrics,
     actuator: Option<&dyn Actuator>,
+    runners: &[RunnerRecord],
 ) {
     let Some(policy) = &config.runners else {
         return;
     };
     let now = Instant::now();
-    let runners = view.live_runners();
+    // After this tick's decisions (a module scaled to zero is gone).
     let placements = view.placements();
     let open = runners.iter().filter(|r| !r.draining).count() as u32;
     let draining = runners.len() as u32 - open;
-    let needed = runners_needed(&placements, &runners);
+    let needed = runners_needed(&placements, runners);
     if let Some(change) = state.runners.decide(policy, open, needed, now) {
         state.reason = format!(
             "{} → {} runners ({}: {} placements need {needed})",
@@ -529,7 +567,7 @@ async fn scale_runners(
     if let Some(a) = actuator
         && due
     {
-        match a.scale(desired, &runners).await {
+        match a.scale(desired, runners).await {
             Ok(_) => {
                 state.actuator_error = None;
                 state.actuated = Some((desired, Instant::now()));
