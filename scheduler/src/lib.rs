@@ -4,14 +4,20 @@
 //!   [`Cluster`] handle every role connects with;
 //! - [`ClusterView`]: a live view of runners and placements (gateways route
 //!   by it, the scheduler decides on it);
-//! - [`policy`]: which runners should hold a module (pure, unit-tested);
+//! - [`policy`]: which runners should hold a module (pure, unit-tested), and
+//!   [`policy::Planned`], the index decisions run on at scale;
+//! - [`autoscale`]: how many replicas each module and how many runners the
+//!   fleet should have (pure state machines, unit-tested and simulated);
 //! - [`scheduler`]: `conduit scheduler` (leader lease, placement requests,
-//!   moving placements off lost runners);
+//!   moving placements off lost and draining runners, autoscaling);
+//! - [`actuator`]: what makes the fleet the size the leader wants, and
+//!   [`kube`], the Kubernetes one (the runner StatefulSet's `scale`);
 //! - [`member`]: a runner's side (`conduit runner --nats URL`): heartbeats,
-//!   warming what is placed on it.
+//!   warming what is placed on it, releasing what is not, draining;
+//! - [`metrics`]: the scheduler's `/metrics`.
 //!
 //! Only records cross NATS; tensors go runner ↔ gateway ↔ client over gRPC
-//! and HTTP. See `docs/cluster.md`.
+//! and HTTP. See `docs/cluster.md` and `docs/autoscaling.md`.
 
 pub mod actuator;
 pub mod autoscale;
