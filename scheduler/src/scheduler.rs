@@ -145,10 +145,13 @@ pub async fn run(
                     let placements = view.placements();
                     state.snapshot(&runners, &placements);
                     reconcile(&cluster, &view, &config, state, &metrics, &runners, placements).await;
+                    // After this tick's decisions (a module scaled to zero is
+                    // gone): one copy for sizing the fleet and the metrics.
+                    let placements = view.placements();
                     if config.runners.is_some() {
-                        scale_runners(&cluster, &view, &config, state, &metrics, actuator.as_deref(), &runners).await;
+                        scale_runners(&cluster, &config, state, &metrics, actuator.as_deref(), &runners, &placements).await;
                     }
-                    metrics.set_placements(&view.placements());
+                    metrics.set_placements(&placements);
                 }
             }
             Some(msg) = next_request(&mut requests) => {
@@ -508,22 +511,20 @@ async fn reconcile(
 /// and calls `actuator` when the scheduler holds one.
 async fn scale_runners(
     cluster: &Cluster,
-    view: &ClusterView,
     config: &SchedulerConfig,
     state: &mut Leading,
     metrics: &SchedulerMetrics,
     actuator: Option<&dyn Actuator>,
     runners: &[RunnerRecord],
+    placements: &[Placement],
 ) {
     let Some(policy) = &config.runners else {
         return;
     };
     let now = Instant::now();
-    // After this tick's decisions (a module scaled to zero is gone).
-    let placements = view.placements();
     let open = runners.iter().filter(|r| !r.draining).count() as u32;
     let draining = runners.len() as u32 - open;
-    let needed = runners_needed(&placements, runners);
+    let needed = runners_needed(placements, runners);
     if let Some(change) = state.runners.decide(policy, open, needed, now) {
         state.reason = format!(
             "{} → {} runners ({}: {} placements need {needed})",
