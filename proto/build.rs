@@ -3,7 +3,10 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The control plane: Conduit's own services.
-    let control = ["conduit/registry/v1/registry.proto"];
+    let control = [
+        "conduit/registry/v1/registry.proto",
+        "conduit/session/v1/session.proto",
+    ];
     // The data plane: KServe v2 / Triton `inference.GRPCInferenceService`.
     let inference = [
         "inference/grpc_service.proto",
@@ -17,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Tensor payloads as `Bytes`, shared with the data plane's tensors.
+        .bytes(".conduit.session.v1.Tensor.data")
         .compile_fds(fds)?;
 
     let fds = protox::compile(inference, ["."])?;

@@ -154,55 +154,50 @@ pub async fn push(conn: &Connection, args: PushArgs) -> Result<()> {
         ),
     };
     let total = bytes.len() as u64;
-    let digest = Digest::of(&bytes);
     // Names, version, tags, immutability and limits are checked before a
-    // byte is sent.
-    let exists = client
-        .check_push(
+    // byte is sent (conduit-client's register).
+    let repository = conduit_client::ModuleRepository::from_client(client);
+    let progress = PushProgress::default();
+    let bar = progress_bar(progress.clone(), total);
+    let registered = repository
+        .register(
             kind,
             &args.name,
             &args.version,
-            &args.tags,
-            total,
-            Some(&digest),
-        )
-        .await?;
-    let deduplicated = if exists {
-        true
-    } else {
-        let progress = PushProgress::default();
-        let bar = progress_bar(progress.clone(), total);
-        let uploaded = client.upload(&bytes, &progress).await;
-        bar.abort();
-        if std::io::stderr().is_terminal() {
-            eprint!("\r\x1b[2K");
-        }
-        uploaded?.1
-    };
-    let (manifest, created) = client
-        .put_manifest(
-            kind,
-            &args.name,
-            &args.version,
-            &digest,
+            &bytes,
             &executor,
             &args.tags,
-            &[],
+            &progress,
         )
-        .await?;
+        .await;
+    bar.abort();
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K");
+    }
+    let registered = registered?;
     eprintln!(
         "uploaded {} ({}){}",
         args.file.display(),
         human_bytes(total),
-        if deduplicated { ", already stored" } else { "" }
+        if registered.uploaded {
+            ""
+        } else {
+            ", already stored"
+        }
     );
     println!(
         "{} {} {}",
-        if created { "pushed" } else { "unchanged" },
-        manifest.reference(),
-        manifest.digest
+        if registered.created {
+            "pushed"
+        } else {
+            "unchanged"
+        },
+        registered.reference,
+        registered.digest
     );
-    print_tags(&manifest);
+    if !registered.tags.is_empty() {
+        println!("tags: {}", registered.tags.join(", "));
+    }
     Ok(())
 }
 
@@ -234,12 +229,6 @@ fn human_bytes(n: u64) -> String {
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20)),
         n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
         n => format!("{n} B"),
-    }
-}
-
-fn print_tags(m: &Manifest) {
-    if !m.tags.is_empty() {
-        println!("tags: {}", m.tags.join(", "));
     }
 }
 

@@ -3,12 +3,13 @@
 //! summed over every live runner; metadata, readiness and the repository
 //! index are answered here (from the registry, cached), as any runner would.
 
-use crate::{Gateway, statistics};
+use crate::{Gateway, Router, statistics};
 use conduit_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use conduit_proto::inference::{self as pb, grpc_inference_service_server as server};
 use conduit_registry::{Manifest, Tenant};
 use conduit_runner::ServeError;
 use conduit_runner::grpc::{InferenceService, grpc_timeout};
+use conduit_scheduler::RunnerRecord;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
@@ -27,13 +28,18 @@ pub struct GatewayService {
 }
 
 /// Who is calling and with what key (forwarded as is).
-struct Caller {
-    tenant: Tenant,
+pub(crate) struct Caller {
+    pub(crate) tenant: Tenant,
     authorization: AsciiMetadataValue,
     deadline: Instant,
 }
 
 impl GatewayService {
+    /// The gateway it serves.
+    pub(crate) fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
     /// Serves `gateway`.
     pub fn new(gateway: Gateway) -> Self {
         let local = InferenceService::new(gateway.serving.clone());
@@ -51,7 +57,7 @@ impl GatewayService {
             .max_encoding_message_size(max_out)
     }
 
-    async fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
+    pub(crate) async fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
         let header = metadata.get("authorization");
         let text = header.map(|v| v.to_str().unwrap_or(""));
         let tenant = self.gateway.serving.authenticate(text).await?;
@@ -79,6 +85,22 @@ impl GatewayService {
         message: M,
         call: impl AsyncFn(Client, Request<M>) -> Result<Response<R>, Status>,
     ) -> Result<Response<R>, Status> {
+        let (answer, _) = self
+            .route(caller, manifest, message, Router::grpc, call)
+            .await?;
+        Ok(answer)
+    }
+
+    /// [`GatewayService::forward`] for any service of a runner: `client`
+    /// makes its client, `call` calls it. Also says which runner answered.
+    pub(crate) async fn route<C, M: Clone, R>(
+        &self,
+        caller: &Caller,
+        manifest: &Manifest,
+        message: M,
+        client: fn(&Router, &RunnerRecord) -> C,
+        call: impl AsyncFn(C, Request<M>) -> Result<Response<R>, Status>,
+    ) -> Result<(Response<R>, RunnerRecord), Status> {
         let router = &self.gateway.router;
         let mut tried: Vec<String> = Vec::new();
         let mut last: Option<Status> = None;
@@ -104,10 +126,10 @@ impl GatewayService {
                 .metadata_mut()
                 .insert("authorization", caller.authorization.clone());
             request.set_timeout(left);
-            match call(router.grpc(&target.runner), request).await {
+            match call(client(router, &target.runner), request).await {
                 Ok(response) => {
                     target.served();
-                    return Ok(response);
+                    return Ok((response, target.runner.clone()));
                 }
                 Err(status) if crate::router::retryable(&status) => {
                     if crate::router::transport_failure(&status) {

@@ -9,15 +9,20 @@
 //! another replica when a runner is lost or refuses, any live runner when
 //! every holder is gone, and a placement asked of the scheduler when the
 //! model has none. It keeps no state of its own: run as many as you like.
+//!
+//! Sessions ([`GatewaySessions`]) are opened here and then run on their
+//! runner, point to point.
 
 mod grpc;
 mod http;
 mod router;
+mod session;
 mod statistics;
 
 pub use grpc::GatewayService;
 pub use http::router as http_router;
 pub use router::{Counters, RouteConfig, Router, retryable, transport_failure};
+pub use session::GatewaySessions;
 
 use conduit_runner::{
     HoldGuardLayer, ModelKey, RequestTiming, Serving, accept_limited, incoming, serve_router,
@@ -121,6 +126,7 @@ impl Gateway {
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .layer(HoldGuardLayer)
             .add_service(GatewayService::new(self.clone()).into_server())
+            .add_service(GatewaySessions::new(GatewayService::new(self.clone())).into_server())
             .serve_with_incoming_shutdown(
                 incoming(accept_limited(grpc, limits.max_connections)),
                 stopped(stop_rx.clone()),

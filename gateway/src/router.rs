@@ -214,8 +214,15 @@ impl Router {
 
     /// A gRPC client of a runner.
     pub fn grpc(&self, runner: &RunnerRecord) -> GrpcInferenceServiceClient<Channel> {
+        GrpcInferenceServiceClient::new(self.channel(runner))
+            .max_decoding_message_size(self.inner.config.max_message_bytes)
+            .max_encoding_message_size(self.inner.config.max_message_bytes)
+    }
+
+    /// The (shared, lazily connected) channel to a runner's gRPC address.
+    pub fn channel(&self, runner: &RunnerRecord) -> Channel {
         let mut channels = self.inner.channels.lock().expect("channels lock");
-        let channel = channels
+        channels
             .entry(runner.grpc.clone())
             .or_insert_with(|| {
                 Endpoint::from_shared(format!("http://{}", runner.grpc))
@@ -226,10 +233,7 @@ impl Router {
                     .keep_alive_timeout(Duration::from_secs(5))
                     .connect_lazy()
             })
-            .clone();
-        GrpcInferenceServiceClient::new(channel)
-            .max_decoding_message_size(self.inner.config.max_message_bytes)
-            .max_encoding_message_size(self.inner.config.max_message_bytes)
+            .clone()
     }
 
     /// Marks a runner as failing at the transport level: skipped for a while,

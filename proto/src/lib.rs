@@ -3,6 +3,8 @@
 //!
 //! - [`registry::v1`]: the registry's control plane — streamed blob upload,
 //!   manifests, resolve, list, tags, delete, garbage collection, tenants.
+//! - [`session::v1`]: sessions — open, run on tensors or remote values,
+//!   fetch, release, close — between a client and one runner.
 //! - [`inference`]: the data plane — KServe v2 (Open Inference Protocol)
 //!   `GRPCInferenceService` with Triton's extensions, wire-compatible with
 //!   tritonclient and perf_analyzer (`proto/inference/...`).
@@ -14,6 +16,14 @@ pub mod registry {
     /// Version 1 of the registry API (`conduit.registry.v1`).
     pub mod v1 {
         tonic::include_proto!("conduit.registry.v1");
+    }
+}
+
+/// Sessions: a client's point-to-point path to a runner, with remote values.
+pub mod session {
+    /// Version 1 of the session API (`conduit.session.v1`).
+    pub mod v1 {
+        tonic::include_proto!("conduit.session.v1");
     }
 }
 

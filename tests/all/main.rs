@@ -19,5 +19,6 @@ mod remote_executor;
 mod runner;
 mod runtime;
 mod serving;
+mod session;
 mod tokenizer;
 mod tritonclient;

@@ -12,7 +12,8 @@
 //! sandbox, or a pipeline of both ([`engine`]) — with per-tenant limits and
 //! Triton-style counters ([`Metrics`]); [`LoadReport`] is what a runner
 //! in a cluster heartbeats. The gRPC ([`grpc`]) and HTTP
-//! ([`http`]) front ends only translate; errors become statuses in one
+//! ([`http`]) front ends only translate; [`SessionService`] serves sessions,
+//! whose outputs stay here as values ([`Sessions`]); errors become statuses in one
 //! place ([`ServeError`]).
 
 mod catalog;
@@ -32,6 +33,8 @@ mod node;
 mod remote_source;
 mod report;
 mod serving;
+mod session;
+mod session_grpc;
 mod source;
 mod validator;
 pub mod wire;
@@ -55,5 +58,9 @@ pub use serving::{
     EXTENSIONS, IndexEntry, InferRequest, InferResponse, RequestGuard, Serving, ServingConfig,
     executor_key,
 };
+pub use session::{
+    Held, MAX_MODULES, MAX_VALUES, SessionBudget, SessionError, SessionFault, Sessions, StoredValue,
+};
+pub use session_grpc::{SessionService, tensor_from_proto, tensor_to_proto};
 pub use source::{ModuleSource, SourceFuture};
 pub use validator::{RuntimeValidator, registry_signature};

@@ -6,6 +6,9 @@
 //! sandbox_memory_mib = 256
 //! sandbox_deadline_ms = 1000
 //! request_deadline_ms = 30000
+//! max_sessions = 64
+//! session_values_mib = 1024
+//! session_lease_ms = 60000
 //!
 //! [tenants.acme]
 //! max_concurrent_requests = 4
@@ -29,6 +32,15 @@ pub struct TenantServing {
     /// Deadline of a whole request (all steps), in milliseconds; a client
     /// deadline (`grpc-timeout`) may shorten it.
     pub request_deadline_ms: u64,
+    /// Sessions the tenant may hold open on one runner at once.
+    pub max_sessions: u32,
+    /// Bytes the values of the tenant's sessions may hold on one runner,
+    /// in MiB (every value counted in full).
+    pub session_values_mib: u64,
+    /// The longest lease a session is granted (and the lease of one that
+    /// asks for none), in milliseconds: the session and its values are
+    /// dropped this long after its last call.
+    pub session_lease_ms: u64,
 }
 
 impl Default for TenantServing {
@@ -38,6 +50,9 @@ impl Default for TenantServing {
             sandbox_memory_mib: 256,
             sandbox_deadline_ms: 1000,
             request_deadline_ms: 30_000,
+            max_sessions: 64,
+            session_values_mib: 1024,
+            session_lease_ms: 60_000,
         }
     }
 }
@@ -50,6 +65,11 @@ impl TenantServing {
             deadline: Duration::from_millis(self.sandbox_deadline_ms),
             ..SandboxLimits::default()
         }
+    }
+
+    /// The byte budget of the tenant's session values.
+    pub fn session_values_bytes(&self) -> u64 {
+        self.session_values_mib.saturating_mul(1 << 20)
     }
 
     /// The deadline of a whole request.
@@ -85,6 +105,9 @@ impl ServingLimits {
                 || l.sandbox_memory_mib == 0
                 || l.sandbox_deadline_ms == 0
                 || l.request_deadline_ms == 0
+                || l.max_sessions == 0
+                || l.session_values_mib == 0
+                || l.session_lease_ms == 0
             {
                 return Err(format!("limits for `{who}`: every limit must be above 0"));
             }

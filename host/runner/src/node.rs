@@ -4,6 +4,7 @@
 //! and the bench all build their nodes here.
 
 use super::grpc::InferenceService;
+use super::session_grpc::SessionService;
 use super::{
     HoldGuardLayer, ModuleSource, RemoteSource, RemoteSourceConfig, Serving, ServingConfig,
     accept_limited, incoming, serve_http,
@@ -178,6 +179,7 @@ impl Node {
                     .map(|r| RegistryService::new(r).into_server()),
             )
             .add_service(InferenceService::new(self.serving.clone()).into_server())
+            .add_service(SessionService::new(self.serving.clone()).into_server())
             .serve_with_incoming_shutdown(
                 incoming(accept_limited(grpc, max)),
                 stopped(stop_rx.clone()),
@@ -194,7 +196,17 @@ impl Node {
             shutdown.await;
             let _ = stop_tx.send(true);
         };
+        // Sessions whose lease ran out are dropped with their values.
+        let sessions = self.serving.sessions().clone();
+        let sweep = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                sessions.sweep();
+            }
+        });
         let (grpc, rest, ()) = tokio::join!(grpc, rest, signal);
+        sweep.abort();
         grpc?;
         rest
     }

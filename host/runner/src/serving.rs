@@ -145,6 +145,8 @@ pub(crate) struct Inner {
     /// Per module digest: whether it is warm here and how it is used (see
     /// `report.rs`).
     pub(crate) usage: Mutex<HashMap<Digest, crate::report::Usage>>,
+    /// Open sessions and their values.
+    pub(crate) sessions: Sessions,
 }
 
 impl std::fmt::Debug for Serving {
@@ -188,8 +190,14 @@ impl Serving {
                 keys: Generational::new(4096),
                 source_reads: Default::default(),
                 usage: Mutex::default(),
+                sessions: Sessions::default(),
             }),
         }
+    }
+
+    /// Open sessions and their values.
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
     }
 
     /// The configuration.
