@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 const CONVERGE: Duration = Duration::from_secs(30);
 
 /// A child process killed when dropped.
-struct Proc(Child);
+pub(crate) struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -57,7 +57,7 @@ fn wait_port(port: u16) {
     }
 }
 
-fn nats_server(port: u16, store: &Path) -> Proc {
+pub(crate) fn nats_server(port: u16, store: &Path) -> Proc {
     let bin = workspace_root().join(".venv/bin/nats-server");
     assert!(
         bin.is_file(),
@@ -77,7 +77,7 @@ fn nats_server(port: u16, store: &Path) -> Proc {
     Proc(child)
 }
 
-fn scheduler(nats: &str, id: &str, dir: &Path) -> Proc {
+pub(crate) fn scheduler(nats: &str, id: &str, dir: &Path) -> Proc {
     let log = std::fs::File::create(dir.join(format!("{id}.log"))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_conduit"))
         .args(["scheduler", "--nats", nats, "--id", id])
@@ -90,7 +90,7 @@ fn scheduler(nats: &str, id: &str, dir: &Path) -> Proc {
     Proc(child)
 }
 
-fn runner(dir: &Path, registry: &Server, key: &str, nats: &str, id: &str) -> Server {
+pub(crate) fn runner(dir: &Path, registry: &Server, key: &str, nats: &str, id: &str) -> Server {
     Server::start_with(
         "runner",
         &dir.join(id),

@@ -4,6 +4,7 @@
 //! replay, identical bits).
 
 use crate::cli_registry::{Server, conduit, ok};
+use crate::cluster::{free_port, nats_server, runner, scheduler, status, wait_until};
 use crate::common::*;
 use conduit_client::{
     ErrorKind, Input, ModelOptions, ModuleRepository, Param, RunOptions, Session, SessionOptions,
@@ -319,6 +320,123 @@ fn sessions_on_conduit_dev_run_chain_refuse_and_expire() {
         assert!(kept.fetch().await.is_ok(), "fetched before close");
         let e = replaying.module("paraphrase").await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::SessionClosed, "{e}");
+        session.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_session_replays_on_another_runner_when_its_runner_is_killed() {
+    let dir = TempDir::new("conduit-session-cluster");
+    let nats_port = free_port();
+    let nats = format!("nats://127.0.0.1:{nats_port}");
+    let _nats = nats_server(nats_port, &dir.path().join("nats"));
+    let registry = Server::start("registry", &dir.path().join("registry"), true);
+    let key = registry.key.clone().unwrap();
+    let _scheduler = scheduler(&nats, "scheduler-a", dir.path());
+    let mut runners: Vec<(String, Server)> = ["r0", "r1"]
+        .iter()
+        .map(|id| {
+            (
+                id.to_string(),
+                runner(dir.path(), &registry, &key, &nats, id),
+            )
+        })
+        .collect();
+    let gateway = Server::start_with(
+        "gateway",
+        &dir.path().join("gateway"),
+        false,
+        &[
+            "--registry",
+            &registry.url,
+            "--api-key",
+            &key,
+            "--nats",
+            &nats,
+        ],
+    );
+    wait_until("two runners and a leader", || {
+        let s = status(&nats);
+        s["leader"].is_string() && s["runners"].as_array().is_some_and(|r| r.len() == 2)
+    });
+    rt().block_on(async {
+        let repo = ModuleRepository::connect(&registry.url, &key)
+            .await
+            .unwrap();
+        register_paraphrase(&repo).await;
+        let session = Session::open(
+            &gateway.url,
+            &key,
+            &["paraphrase".into(), "tokenizer:prod".into()],
+            SessionOptions::default(),
+        )
+        .await
+        .unwrap();
+        let first = session.runner_id();
+        assert!(first == "r0" || first == "r1", "opened on {first:?}");
+        assert!(
+            !session.runner_address().is_empty(),
+            "the gateway names the runner"
+        );
+        let expected = similarity(&session, &[A, B, A, C]).await;
+
+        // Half a chain on the runner, nothing fetched.
+        let tokenize = session.module("tokenizer:prod").await.unwrap();
+        let encode = session.module("minilm@1.0.0").await.unwrap();
+        let post = session.module("embedding-post").await.unwrap();
+        let tokens = tokenize
+            .run_with(
+                vec![("text".into(), text(&[A, B, A, C]))],
+                RunOptions {
+                    params: vec![
+                        ("max_length".into(), Param::Int(256)),
+                        ("padding".into(), Param::Str("longest".into())),
+                    ],
+                    ..RunOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mask = named(&tokens, "attention_mask");
+        let hidden = encode
+            .run(vec![
+                ("input_ids".into(), named(&tokens, "input_ids").into()),
+                ("attention_mask".into(), (&mask).into()),
+                (
+                    "token_type_ids".into(),
+                    named(&tokens, "token_type_ids").into(),
+                ),
+            ])
+            .await
+            .unwrap();
+        let hidden = named(&hidden, "last_hidden_state");
+
+        // The session's runner dies.
+        let at = runners.iter().position(|(id, _)| *id == first).unwrap();
+        runners[at].1.kill_9();
+
+        // The rest of the chain: reopened through the gateway on the other
+        // runner, the logged calls replayed, the same bits.
+        let scored = post
+            .run(vec![
+                ("last_hidden_state".into(), (&hidden).into()),
+                ("attention_mask".into(), (&mask).into()),
+            ])
+            .await
+            .unwrap();
+        let scores = named(&scored, "similarity")
+            .fetch()
+            .await
+            .unwrap()
+            .to_f32()
+            .unwrap();
+        assert_ne!(session.runner_id(), first, "moved off the dead runner");
+        assert_eq!(session.stats().replays, 1);
+        assert_eq!(
+            scores.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+            expected.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+            "replayed results are identical"
+        );
         session.close().await.unwrap();
     });
 }
