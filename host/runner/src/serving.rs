@@ -1053,7 +1053,18 @@ impl Serving {
     /// The Prometheus text of `/metrics`.
     pub fn render_metrics(&self) -> String {
         let cache = self.inner.models.stats();
+        let (sessions, session_bytes) = self.inner.sessions.totals();
         self.inner.metrics.render(&[
+            (
+                "conduit_sessions_open",
+                "Sessions open on this runner.",
+                sessions as f64,
+            ),
+            (
+                "conduit_session_value_bytes",
+                "Bytes the values of open sessions hold.",
+                session_bytes as f64,
+            ),
             (
                 "conduit_models_loaded",
                 "Models loaded in executors now.",
