@@ -27,7 +27,7 @@ export ORT_DYLIB_PATH
 # Features the tests build with: tract is a long build, but CI tests it too.
 FEATURES     ?= conduit/tract
 
-.PHONY: demo test lint bench components build setup target venv model reference fixtures clean-testdata onnx-model minilm-reference sidecar
+.PHONY: demo test lint bench components build setup target venv model reference fixtures clean-testdata onnx-model minilm-reference sidecar python
 
 ## README command 1: start `conduit dev`, register the tokenizer, MiniLM and
 ## embedding-post as the pipeline `paraphrase`, call it with a paraphrase pair
@@ -36,8 +36,11 @@ demo: components build onnx-model
 	CONDUIT=$(CONDUIT) WASM_DIR=$(WASM_DIR) MODEL=$(MINILM_ONNX) scripts/demo.sh
 
 ## README command 2: every test (unit, doc, end-to-end with real components).
-test: components reference fixtures minilm-reference sidecar clients
+test: components reference fixtures minilm-reference sidecar clients python
 	$(CARGO) test --release --features "$(FEATURES)" $(NATIVE_TESTS)
+	# The Python SDK against a real `conduit dev`: the binary `cargo test` just built.
+	CONDUIT_BIN=$(CONDUIT) WASM_DIR=$(WASM_DIR) MODEL=$(MINILM_ONNX) FIXTURES=testdata/fixtures \
+	    $(VENV_PY) -m pytest -q python/tests
 	$(CARGO) run --release -q -p conduit-bench --features conduit-bench/tract -- --components $(WASM_DIR) --smoke > /dev/null
 	# The suite's in-process baselines: WASM steps must equal native ones, the model must score the pair.
 	$(CARGO) run --release -q -p conduit-bench --features conduit-bench/tract -- baseline --batch 2 \
@@ -130,6 +133,16 @@ clean-testdata:
 sidecar: venv scripts/requirements-sidecar.txt
 	$(VENV_PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-sidecar.txt
 	$(VENV_PY) sidecar/conduit_sidecar.py --gen-only
+
+## The Python SDK (python/, docs/python.md): maturin and pytest into the venv, then the
+## `conduit` wheel (pyo3 over client/; abi3, CPython >= 3.11) built by maturin into
+## $(TARGET_DIR)/wheels/ (the same cargo target directory) and installed into the venv.
+PY_WHEELS := $(TARGET_DIR)/wheels/conduit-python
+python: venv scripts/requirements-python.txt
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-python.txt
+	rm -rf $(PY_WHEELS)
+	$(VENV)/bin/maturin build --release --quiet -m python/Cargo.toml -i $(VENV_PY) -o $(PY_WHEELS)
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps $(PY_WHEELS)/*.whl
 
 ## NVIDIA's Python clients (tritonclient, gRPC and HTTP) for tests/python/test_tritonclient.py,
 ## which tests/all/tritonclient.rs runs against a real `conduit dev`. Installed beside the

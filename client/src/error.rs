@@ -97,9 +97,11 @@ impl Error {
 
 fn kind_of(code: Code) -> ErrorKind {
     match code {
-        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
-            ErrorKind::InvalidArgument
-        }
+        // AlreadyExists: a version registered with other bytes.
+        Code::InvalidArgument
+        | Code::OutOfRange
+        | Code::FailedPrecondition
+        | Code::AlreadyExists => ErrorKind::InvalidArgument,
         Code::NotFound => ErrorKind::NotFound,
         Code::Unauthenticated => ErrorKind::Unauthenticated,
         Code::PermissionDenied => ErrorKind::PermissionDenied,
