@@ -49,12 +49,15 @@ test: components reference fixtures minilm-reference sidecar clients python
 	$(CARGO) run --release -q -p conduit-bench --features conduit-bench/tract -- sharing --seconds 120 > /dev/null
 	$(CARGO) run --release -q -p conduit-bench --features conduit-bench/tract -- placement \
 	    --runners 500 --placements 5000 --decisions 500 > /dev/null
+	# The sessions bench, small: it must run (and its two ways must agree).
+	$(VENV_PY) bench/sessions.py --conduit $(CONDUIT) --wasm-dir $(WASM_DIR) --model $(MINILM_ONNX) \
+	    --chain-calls 5 --tiny-calls 50 > /dev/null
 
 lint: model
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets --features "$(FEATURES)" -- -D warnings
 
-bench: components build fixtures minilm-reference
+bench: components build fixtures minilm-reference python clients
 	$(CARGO) run --release -p conduit-bench --features conduit-bench/tract -- --components $(WASM_DIR)
 	$(CARGO) run --release -p conduit-bench --features conduit-bench/tract -- cluster --conduit $(CONDUIT) \
 	    --nats-server $(VENV)/bin/nats-server --components $(WASM_DIR)
@@ -62,6 +65,8 @@ bench: components build fixtures minilm-reference
 	    --components $(WASM_DIR)
 	$(CARGO) run --release -p conduit-bench --features conduit-bench/tract -- sharing
 	$(CARGO) run --release -p conduit-bench --features conduit-bench/tract -- placement
+	# Sessions: remote values vs fetch-and-resend; the Python SDK vs tritonclient per call.
+	$(VENV_PY) bench/sessions.py --conduit $(CONDUIT) --wasm-dir $(WASM_DIR) --model $(MINILM_ONNX)
 
 ## The benchmark suite (bench/suite.py): Conduit against PyTriton, Ray Serve and in-process
 ## ONNX Runtime (P1-P5), then its plots. Installs the peers into bench/peers/.venv first.
