@@ -195,6 +195,9 @@ struct Slot {
 struct Book {
     /// By digest.
     modules: BTreeMap<String, ModuleInfo>,
+    /// Digests in the order they were pinned: a reopen asks in this order,
+    /// so it is placed by the same first module as the first open.
+    order: Vec<String>,
     /// Reference asked → digest.
     references: HashMap<String, String>,
     calls: BTreeMap<u64, Call>,
@@ -303,16 +306,17 @@ impl std::fmt::Debug for Module {
     }
 }
 
-/// An output kept on the runner. Cheap to clone; released on the runner
-/// when the last clone is dropped (with the session's next call) or by
-/// [`Value::release`].
+/// An output kept on the runner. Cheap to clone; keeps its session open;
+/// released on the runner when the last clone is dropped (with the
+/// session's next call) or by [`Value::release`].
 #[derive(Clone)]
 pub struct Value {
     handle: Arc<Handle>,
 }
 
 struct Handle {
-    session: Weak<Inner>,
+    /// A value keeps its session open (the runner holds it).
+    session: Arc<Inner>,
     /// The session it belongs to (its Arc's address, stable while alive).
     owner: usize,
     slot: u64,
@@ -323,20 +327,19 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        if let Some(inner) = self.session.upgrade() {
-            let epoch = inner.link.lock().expect("link lock").epoch;
-            let mut book = inner.book.lock().expect("book lock");
-            if let Some(slot) = book.slots.get_mut(&self.slot) {
-                slot.released = true;
-                slot.cached = None;
-                if let Some((e, id)) = slot.remote.take()
-                    && e == epoch
-                {
-                    book.releasing.push(id);
-                }
+        let inner = &self.session;
+        let epoch = inner.link.lock().expect("link lock").epoch;
+        let mut book = inner.book.lock().expect("book lock");
+        if let Some(slot) = book.slots.get_mut(&self.slot) {
+            slot.released = true;
+            slot.cached = None;
+            if let Some((e, id)) = slot.remote.take()
+                && e == epoch
+            {
+                book.releasing.push(id);
             }
-            book.prune();
         }
+        book.prune();
     }
 }
 
@@ -482,6 +485,9 @@ impl Session {
         for m in infos {
             book.references
                 .insert(m.reference.clone(), m.digest.clone());
+            if !book.modules.contains_key(&m.digest) {
+                book.order.push(m.digest.clone());
+            }
             book.modules.insert(m.digest.clone(), m);
         }
         let heartbeat = options.heartbeat;
@@ -615,6 +621,9 @@ impl Session {
         let mut book = self.inner.book.lock().expect("book lock");
         book.references
             .insert(reference.to_string(), info.digest.clone());
+        if !book.modules.contains_key(&info.digest) {
+            book.order.push(info.digest.clone());
+        }
         book.modules.insert(info.digest.clone(), info.clone());
         Ok(Module {
             session: self.clone(),
@@ -670,8 +679,9 @@ impl Session {
                     "the session is closed",
                 ));
             }
-            book.modules
-                .values()
+            book.order
+                .iter()
+                .map(|d| &book.modules[d])
                 .map(|m| format!("{}@{}", m.name, m.digest))
                 .collect()
         };
@@ -987,7 +997,7 @@ impl Session {
                 o.name.clone(),
                 Value {
                     handle: Arc::new(Handle {
-                        session: Arc::downgrade(&self.inner),
+                        session: self.inner.clone(),
                         owner,
                         slot,
                         name: o.name,
@@ -1207,7 +1217,7 @@ impl Value {
 
     /// Its id on the session's current runner, if it is there now.
     pub fn remote_id(&self) -> Option<u64> {
-        let inner = self.handle.session.upgrade()?;
+        let inner = &self.handle.session;
         let epoch = inner.link.lock().expect("link lock").epoch;
         let book = inner.book.lock().expect("book lock");
         book.slots
@@ -1217,12 +1227,10 @@ impl Value {
             .map(|(_, id)| id)
     }
 
-    fn session(&self) -> Result<Session> {
-        self.handle
-            .session
-            .upgrade()
-            .map(|inner| Session { inner })
-            .ok_or_else(|| Error::new(ErrorKind::SessionClosed, "its session is gone"))
+    fn session(&self) -> Session {
+        Session {
+            inner: self.handle.session.clone(),
+        }
     }
 
     /// Its tensor, from the runner the first time (kept here after).
@@ -1231,7 +1239,7 @@ impl Value {
     /// [`ErrorKind::ValueReleased`] once released; UNAVAILABLE when the
     /// runner is lost and replay is off or fails.
     pub async fn fetch(&self) -> Result<Tensor> {
-        self.session()?.fetch(self).await
+        self.session().fetch(self).await
     }
 
     /// Drops it on the runner (and here). Releasing twice is harmless.
@@ -1239,9 +1247,6 @@ impl Value {
     /// # Errors
     /// As the runner reports them.
     pub async fn release(&self) -> Result<()> {
-        match self.handle.session.upgrade() {
-            Some(inner) => Session { inner }.release(self).await,
-            None => Ok(()),
-        }
+        self.session().release(self).await
     }
 }

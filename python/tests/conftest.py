@@ -73,12 +73,11 @@ def repo(server: conduit.LocalServer) -> conduit.ModuleRepository:
     return conduit.ModuleRepository(server.addr, server.api_key)
 
 
-@pytest.fixture(scope="session")
-def registered(
+def register_modules(
     repo: conduit.ModuleRepository, wasm_dir: Path, model_path: Path, fixtures_dir: Path
 ) -> Dict[str, conduit.Registered]:
-    """tokenizer, minilm, embedding-post and the paraphrase pipeline (as `make demo`
-    registers them), and add@1.0.0 (add.onnx)."""
+    """Registers tokenizer, minilm, embedding-post and the paraphrase pipeline (as `make
+    demo` registers them), and add@1.0.0 (add.onnx), through `repo`."""
     return {
         "tokenizer": repo.register_component(
             "tokenizer", "1.0.0", wasm_dir / "bert_tokenizer.wasm"
@@ -90,6 +89,14 @@ def registered(
         "paraphrase": repo.register_pipeline("paraphrase", "1.0.0", PARAPHRASE_TOML),
         "add": repo.register_onnx("add", "1.0.0", fixtures_dir / "add.onnx"),
     }
+
+
+@pytest.fixture(scope="session")
+def registered(
+    repo: conduit.ModuleRepository, wasm_dir: Path, model_path: Path, fixtures_dir: Path
+) -> Dict[str, conduit.Registered]:
+    """The modules of `register_modules`, registered once on the server."""
+    return register_modules(repo, wasm_dir, model_path, fixtures_dir)
 
 
 @pytest.fixture

@@ -182,11 +182,17 @@ impl State {
             }
             _ if self.expired_set.contains(id) => Err(SessionError::fault(
                 SessionFault::SessionExpired,
-                format!("session {id} expired: no call renewed its lease; its values were dropped"),
+                format!(
+                    "session {} expired: no call renewed its lease; its values were dropped",
+                    clip(id)
+                ),
             )),
             _ => Err(SessionError::fault(
                 SessionFault::SessionNotFound,
-                format!("session {id} not found (closed, or opened on another runner)"),
+                format!(
+                    "session {} not found (closed, or opened on another runner)",
+                    clip(id)
+                ),
             )),
         }
     }
@@ -320,7 +326,9 @@ impl Sessions {
         let session = state.sessions.get_mut(id).expect("touched");
         let manifest = session.modules.get(reference).cloned().ok_or_else(|| {
             ServeError::NotFound(format!(
-                "module `{reference}` is not part of session {id}: open the session with it"
+                "module `{}` is not part of this session: open the session with it, or pin it \
+                 (Open with the session's id)",
+                clip(reference)
             ))
         })?;
         let mut inputs = Vec::with_capacity(values.len());
@@ -328,7 +336,11 @@ impl Sessions {
             let stored = session.values.get(value).ok_or_else(|| {
                 SessionError::fault(
                     SessionFault::ValueNotFound,
-                    format!("input `{name}`: value {value} not found in session {id} (released, or another session's)"),
+                    format!(
+                        "input `{}`: value {value} not found in this session (released, or \
+                         another session's)",
+                        clip(name)
+                    ),
                 )
             })?;
             inputs.push((name.clone(), stored.tensor.clone()));
@@ -401,7 +413,9 @@ impl Sessions {
                 session.values.get(v).map(|s| s.tensor.clone()).ok_or_else(|| {
                     SessionError::fault(
                         SessionFault::ValueNotFound,
-                        format!("value {v} not found in session {id} (released, or another session's)"),
+                        format!(
+                            "value {v} not found in this session (released, or another session's)"
+                        ),
                     )
                 })
             })
@@ -462,6 +476,16 @@ impl Sessions {
             s.sessions.len() as u64,
             s.tenants.values().map(|t| t.bytes).sum(),
         )
+    }
+}
+
+/// At most 200 characters of client text in a message, marked when cut:
+/// an echoed 17,000-character id must not make the status too large for a
+/// client's metadata limit.
+pub(crate) fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(200) {
+        Some((i, _)) => format!("{}… (cut)", &s[..i]).into(),
+        None => s.into(),
     }
 }
 
@@ -584,6 +608,22 @@ mod tests {
         s.keep("t", &c, vec![value(50)], &b).unwrap();
         assert_eq!(s.close("t", &c).unwrap(), 1);
         assert_eq!(s.totals(), (1, 0));
+    }
+
+    #[test]
+    fn echoed_ids_are_clipped() {
+        let s = Sessions::default();
+        let long = "x".repeat(17_000);
+        let e = s.heartbeat("t", &long).unwrap_err();
+        let message = e.to_status().message().to_string();
+        assert!(
+            message.len() < 400 && message.contains("(cut)"),
+            "{message}"
+        );
+        assert_eq!(
+            e.to_status().metadata().get("conduit-error").unwrap(),
+            "session-not-found"
+        );
     }
 
     #[test]

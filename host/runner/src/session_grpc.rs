@@ -3,7 +3,7 @@
 //! the same path as a KServe request (limits, batching, metrics) and keeps
 //! its outputs as values, fetch returns them.
 
-use crate::session::{MAX_MODULES, SessionBudget, SessionError, Sessions, StoredValue};
+use crate::session::{MAX_MODULES, SessionBudget, SessionError, Sessions, StoredValue, clip};
 use crate::{InferRequest, ServeError, Serving, param};
 use conduit_proto::session::v1::{self as pb, session_server as server};
 use conduit_registry::{Manifest, Tenant};
@@ -81,14 +81,6 @@ impl SessionService {
             out.push((r, m));
         }
         Ok(out)
-    }
-}
-
-/// At most 200 characters of client text in a message, marked when cut.
-fn clip(s: &str) -> String {
-    match s.char_indices().nth(200) {
-        Some((i, _)) => format!("{}… (cut)", &s[..i]),
-        None => s.to_string(),
     }
 }
 
@@ -299,6 +291,9 @@ impl server::Session for SessionService {
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
         let tenant = self.tenant(&request).await?;
+        // An answer holds memory until sent: fetches count against the
+        // tenant's concurrent-request limit like inference does.
+        let guard = self.serving.admit_tenant(&tenant)?;
         let r = request.into_inner();
         let tensors = self
             .sessions()
@@ -314,9 +309,11 @@ impl server::Session for SessionService {
             ))
             .into());
         }
-        Ok(Response::new(pb::FetchResponse {
+        let mut response = Response::new(pb::FetchResponse {
             tensors: tensors.iter().map(tensor_to_proto).collect(),
-        }))
+        });
+        response.extensions_mut().insert(guard);
+        Ok(response)
     }
 
     async fn release(
