@@ -36,7 +36,7 @@ demo: components build onnx-model
 	CONDUIT=$(CONDUIT) WASM_DIR=$(WASM_DIR) MODEL=$(MINILM_ONNX) scripts/demo.sh
 
 ## README command 2: every test (unit, doc, end-to-end with real components).
-test: components reference fixtures minilm-reference sidecar clients python
+test: components reference fixtures minilm-reference sidecar clients python deploy-check
 	$(CARGO) test --release --features "$(FEATURES)" $(NATIVE_TESTS)
 	# The Python SDK against a real `conduit dev`: the binary `cargo test` just built.
 	CONDUIT_BIN=$(CONDUIT) WASM_DIR=$(WASM_DIR) MODEL=$(MINILM_ONNX) FIXTURES=testdata/fixtures \
@@ -155,3 +155,11 @@ python: venv scripts/requirements-python.txt
 .PHONY: clients
 clients: sidecar scripts/requirements-clients.txt
 	$(VENV_PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-clients.txt
+
+## The Helm chart (deploy/helm/conduit): rendered by Helm's engine (helm-python-sdk) for the
+## default and GPU values and their variants, every manifest validated with kubernetes-validate
+## --strict against Kubernetes 1.33, RBAC and probes checked (scripts/check_chart.py, docs/deploy.md).
+.PHONY: deploy-check
+deploy-check: venv scripts/requirements-deploy.txt
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-deploy.txt
+	$(VENV_PY) scripts/check_chart.py

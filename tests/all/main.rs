@@ -9,6 +9,7 @@ mod cli_registry_refs;
 mod cluster;
 mod common;
 mod crash;
+mod deploy;
 mod examples;
 mod executor;
 mod isolation;
