@@ -7,8 +7,8 @@ use crate::cli_registry::{Server, conduit, ok};
 use crate::cluster::{free_port, nats_server, runner, scheduler, status, wait_until};
 use crate::common::*;
 use conduit_client::{
-    ErrorKind, Input, ModelOptions, ModuleRepository, Param, RunOptions, Session, SessionOptions,
-    Tensor, Value,
+    ErrorKind, Input, ModelOptions, Module, ModuleRepository, Param, RunOptions, Session,
+    SessionOptions, Tensor, Value,
 };
 use std::time::Duration;
 
@@ -94,13 +94,9 @@ async fn similarity(session: &Session, pairs: &[&str]) -> Vec<f32> {
         .unwrap()
 }
 
-/// Tokenizer → MiniLM → embedding-post, passing values: only the text goes
-/// in and the scores come out.
-async fn chained(session: &Session, pairs: &[&str]) -> (Vec<f32>, Vec<Value>) {
-    let tokenize = session.module("tokenizer:prod").await.unwrap();
-    let encode = session.module("minilm@1.0.0").await.unwrap();
-    let post = session.module("embedding-post").await.unwrap();
-    let tokens = tokenize
+/// The tokenizer run with the paraphrase pipeline's step parameters.
+async fn tokenize_as_paraphrase_does(tokenize: &Module, pairs: &[&str]) -> Vec<(String, Value)> {
+    tokenize
         .run_with(
             vec![("text".into(), text(pairs))],
             RunOptions {
@@ -112,7 +108,16 @@ async fn chained(session: &Session, pairs: &[&str]) -> (Vec<f32>, Vec<Value>) {
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Tokenizer → MiniLM → embedding-post, passing values: only the text goes
+/// in and the scores come out.
+async fn chained(session: &Session, pairs: &[&str]) -> (Vec<f32>, Vec<Value>) {
+    let tokenize = session.module("tokenizer:prod").await.unwrap();
+    let encode = session.module("minilm@1.0.0").await.unwrap();
+    let post = session.module("embedding-post").await.unwrap();
+    let tokens = tokenize_as_paraphrase_does(&tokenize, pairs).await;
     let ids = named(&tokens, "input_ids");
     let mask = named(&tokens, "attention_mask");
     let types = named(&tokens, "token_type_ids");
@@ -384,19 +389,7 @@ fn a_session_replays_on_another_runner_when_its_runner_is_killed() {
         let tokenize = session.module("tokenizer:prod").await.unwrap();
         let encode = session.module("minilm@1.0.0").await.unwrap();
         let post = session.module("embedding-post").await.unwrap();
-        let tokens = tokenize
-            .run_with(
-                vec![("text".into(), text(&[A, B, A, C]))],
-                RunOptions {
-                    params: vec![
-                        ("max_length".into(), Param::Int(256)),
-                        ("padding".into(), Param::Str("longest".into())),
-                    ],
-                    ..RunOptions::default()
-                },
-            )
-            .await
-            .unwrap();
+        let tokens = tokenize_as_paraphrase_does(&tokenize, &[A, B, A, C]).await;
         let mask = named(&tokens, "attention_mask");
         let hidden = encode
             .run(vec![
