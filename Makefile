@@ -36,7 +36,7 @@ demo: components build onnx-model
 	CONDUIT=$(CONDUIT) WASM_DIR=$(WASM_DIR) MODEL=$(MINILM_ONNX) scripts/demo.sh
 
 ## README command 2: every test (unit, doc, end-to-end with real components).
-test: components reference fixtures minilm-reference sidecar clients python deploy-check
+test: components reference fixtures minilm-reference sidecar clients python deploy-check oci-registry
 	$(CARGO) test --release --features "$(FEATURES)" $(NATIVE_TESTS)
 	# The Python SDK against a real `conduit dev`: the binary `cargo test` just built.
 	CONDUIT_BIN=$(CONDUIT) WASM_DIR=$(WASM_DIR) MODEL=$(MINILM_ONNX) FIXTURES=testdata/fixtures \
@@ -155,6 +155,12 @@ python: venv scripts/requirements-python.txt
 .PHONY: clients
 clients: sidecar scripts/requirements-clients.txt
 	$(VENV_PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-clients.txt
+
+## A real OCI registry for tests/all/oci.rs: Debian's `docker-registry` (the CNCF distribution
+## server), which the test starts on loopback (docs/registry.md, "OCI artifacts").
+.PHONY: oci-registry
+oci-registry:
+	command -v docker-registry >/dev/null || (apt-get update && apt-get install -y --no-install-recommends docker-registry)
 
 ## The Helm chart (deploy/helm/conduit): rendered by Helm's engine (helm-python-sdk) for the
 ## default and GPU values and their variants, every manifest validated with kubernetes-validate

@@ -11,6 +11,7 @@ mod cluster;
 mod cluster_up;
 mod infer;
 mod modules;
+mod oci;
 mod print;
 mod serve;
 
@@ -111,6 +112,21 @@ enum Command {
         /// Where to write them (atomically).
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
+        #[command(flatten)]
+        conn: modules::Connection,
+    },
+    /// Push a component to an OCI registry as a wasm artifact (config
+    /// `application/vnd.wasm.config.v0+json`, one `application/wasm` layer);
+    /// `push component oci://…` reads one back.
+    Export {
+        /// The component: `name`, `name@version`, `name:tag`, `name@blake3:<hex>` or `blake3:<hex>`.
+        reference: String,
+        /// `oci://REGISTRY/REPOSITORY[:TAG]` (no tag: the module's version). Credentials
+        /// from CONDUIT_OCI_USERNAME and CONDUIT_OCI_PASSWORD; anonymous without.
+        #[arg(value_name = "oci://REGISTRY/REPO:TAG", value_parser = oci::Location::parse)]
+        target: oci::Location,
+        #[command(flatten)]
+        oci: oci::OciArgs,
         #[command(flatten)]
         conn: modules::Connection,
     },
@@ -331,6 +347,12 @@ async fn run(command: Command) -> Result<()> {
             output,
             conn,
         } => modules::pull(&conn, &reference, &output).await?,
+        Command::Export {
+            reference,
+            target,
+            oci,
+            conn,
+        } => modules::export(&conn, &reference, &target, &oci).await?,
         Command::Inspect {
             reference,
             json,

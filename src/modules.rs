@@ -1,6 +1,8 @@
 //! The registry subcommands: push, list, inspect, tag, untag, delete,
-//! tenant create, gc. Each calls [`RegistryClient`] and prints the result.
+//! tenant create, gc, export. Each calls [`RegistryClient`] and prints the
+//! result.
 
+use crate::oci;
 use anyhow::{Context, Result, bail};
 use conduit_registry::{
     Digest, ExecutorHints, Kind, ListQuery, Manifest, PushProgress, Reference, RegistryClient,
@@ -61,13 +63,44 @@ pub enum PushKind {
     Pipeline,
 }
 
+/// Where `conduit push` reads a module from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A local file.
+    File(PathBuf),
+    /// A component artifact in an OCI registry.
+    Oci(oci::Location),
+}
+
+impl Source {
+    /// `oci://…` is an OCI reference; anything else a path.
+    fn parse(text: &str) -> Result<Self, String> {
+        if text.starts_with(oci::SCHEME) {
+            oci::Location::parse(text).map(Self::Oci)
+        } else {
+            Ok(Self::File(text.into()))
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Oci(location) => write!(f, "{location}"),
+        }
+    }
+}
+
 /// `conduit push` options.
 #[derive(clap::Args, Debug)]
 pub struct PushArgs {
     /// What the file is.
     pub kind: PushKind,
-    /// The file.
-    pub file: PathBuf,
+    /// The file, or `oci://REGISTRY/REPOSITORY[:TAG]`: a component in an OCI
+    /// registry (the wasm artifact layout `wkg` writes).
+    #[arg(value_name = "FILE|oci://REGISTRY/REPO:TAG", value_parser = Source::parse)]
+    pub source: Source,
     /// Module name (lowercase letters, digits, `-`, `_`, `.`).
     #[arg(long)]
     pub name: String,
@@ -104,6 +137,8 @@ pub struct PushArgs {
     /// Autoscaling: scaled to zero after this many seconds without a request.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub idle_seconds: Option<u32>,
+    #[command(flatten)]
+    pub oci: oci::OciArgs,
 }
 
 impl PushArgs {
@@ -122,9 +157,6 @@ impl PushArgs {
 
 /// `conduit push`.
 pub async fn push(conn: &Connection, args: PushArgs) -> Result<()> {
-    let bytes = std::fs::read(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let client = conn.connect().await?;
     let scale = args.scale_hints();
     let (kind, executor) = match args.kind {
         PushKind::Component | PushKind::Pipeline => {
@@ -145,13 +177,31 @@ pub async fn push(conn: &Connection, args: PushArgs) -> Result<()> {
             Kind::Model,
             ExecutorHints {
                 format: "onnx".into(),
-                backend: args.backend.unwrap_or_default(),
-                device: args.device.unwrap_or_default(),
+                backend: args.backend.clone().unwrap_or_default(),
+                device: args.device.clone().unwrap_or_default(),
                 max_batch_size: args.max_batch.unwrap_or(0),
                 max_queue_delay_us: args.max_delay_us.unwrap_or(0),
                 ..scale
             },
         ),
+    };
+    let (client, bytes) = match &args.source {
+        Source::File(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            (conn.connect().await?, bytes)
+        }
+        Source::Oci(location) => {
+            if kind != Kind::Component {
+                bail!(
+                    "{location}: only components come from OCI registries (the wasm artifact \
+                     layout); push a {kind} from a file"
+                );
+            }
+            let client = conn.connect().await?;
+            let bytes = pull_oci(&client, location, &args).await?;
+            (client, bytes)
+        }
     };
     let total = bytes.len() as u64;
     // Names, version, tags, immutability and limits are checked before a
@@ -177,7 +227,7 @@ pub async fn push(conn: &Connection, args: PushArgs) -> Result<()> {
     let registered = registered?;
     eprintln!(
         "uploaded {} ({}){}",
-        args.file.display(),
+        args.source,
         human_bytes(total),
         if registered.uploaded {
             ""
@@ -199,6 +249,42 @@ pub async fn push(conn: &Connection, args: PushArgs) -> Result<()> {
         println!("tags: {}", registered.tags.join(", "));
     }
     Ok(())
+}
+
+/// The component at `location`: its manifest and config checked, its
+/// declared size and the push checked by the registry (`CheckPush`: names,
+/// version, tags, the tenant's upload and storage limits) before a byte of it
+/// is downloaded, its sha256 verified.
+async fn pull_oci(
+    client: &RegistryClient,
+    location: &oci::Location,
+    args: &PushArgs,
+) -> Result<Vec<u8>> {
+    let artifact = oci::Artifact::resolve(location, &args.oci).await?;
+    client
+        .check_push(
+            Kind::Component,
+            &args.name,
+            &args.version,
+            &args.tags,
+            artifact.size(),
+            None,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "refused before downloading the {}-byte layer of {location}",
+                artifact.size()
+            )
+        })?;
+    let bytes = artifact.download().await?;
+    eprintln!(
+        "pulled {location} ({}): manifest {}, layer {} verified",
+        human_bytes(bytes.len() as u64),
+        artifact.manifest_digest,
+        artifact.layer_digest()
+    );
+    Ok(bytes)
 }
 
 fn progress_bar(progress: PushProgress, total: u64) -> tokio::task::JoinHandle<()> {
@@ -504,14 +590,7 @@ pub async fn usage(conn: &Connection, tenant: Option<&str>) -> Result<()> {
 pub async fn pull(conn: &Connection, reference: &str, out: &std::path::Path) -> Result<()> {
     let client = conn.connect().await?;
     let m = client.resolve(reference).await?;
-    let bytes = client.download(&m.digest).await?;
-    let got = Digest::of(&bytes);
-    if got != m.digest {
-        bail!(
-            "downloaded bytes hash to {got}, not {}; nothing written",
-            m.digest
-        );
-    }
+    let bytes = download(&client, &m).await?;
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => std::path::Path::new("."),
@@ -541,6 +620,55 @@ pub async fn pull(conn: &Connection, reference: &str, out: &std::path::Path) -> 
         human_bytes(m.size),
         out.display()
     );
+    Ok(())
+}
+
+/// The bytes of `m`, verified against its digest.
+async fn download(client: &RegistryClient, m: &Manifest) -> Result<Vec<u8>> {
+    let bytes = client.download(&m.digest).await?;
+    let got = Digest::of(&bytes);
+    if got != m.digest {
+        bail!(
+            "downloaded bytes hash to {got}, not {}; nothing written",
+            m.digest
+        );
+    }
+    Ok(bytes)
+}
+
+/// `conduit export`: the component `reference` resolves to, pushed to
+/// `location` as a wasm OCI artifact (see [`oci::push`]).
+pub async fn export(
+    conn: &Connection,
+    reference: &str,
+    location: &oci::Location,
+    args: &oci::OciArgs,
+) -> Result<()> {
+    let client = conn.connect().await?;
+    let m = client.resolve(reference).await?;
+    if m.kind != Kind::Component {
+        bail!(
+            "{} is a {}: only components are exported as OCI artifacts",
+            m.reference(),
+            m.kind
+        );
+    }
+    let bytes = download(&client, &m).await?;
+    let export = oci::Export {
+        name: &m.name,
+        version: &m.version,
+        created: &m.created_at,
+        bytes,
+    };
+    let pushed = oci::push(location, args, export).await?;
+    println!(
+        "exported {} {} to {}",
+        m.reference(),
+        m.digest,
+        pushed.location
+    );
+    println!("manifest: {}", pushed.manifest_digest);
+    println!("layer:    {}", pushed.layer_digest);
     Ok(())
 }
 

@@ -24,9 +24,7 @@ pub use http::router as http_router;
 pub use router::{Counters, RouteConfig, Router, retryable, transport_failure};
 pub use session::GatewaySessions;
 
-use conduit_runner::{
-    HoldGuardLayer, ModelKey, RequestTiming, Serving, accept_limited, incoming, serve_router,
-};
+use conduit_runner::{HoldGuardLayer, ModelKey, Serving, accept_limited, incoming, serve_router};
 use conduit_scheduler::ClusterView;
 use std::future::Future;
 use std::time::Duration;
@@ -72,9 +70,11 @@ impl Gateway {
     }
 
     /// Counts one inference request in the gateway's `/metrics` (success,
-    /// failure by reason, latency as the gateway saw it; the runners'
-    /// `/metrics` hold the compute details): call the returned closure with
-    /// the failure's code, if any, when it is answered.
+    /// failure by reason, latency as the gateway saw it, in
+    /// `conduit_inference_request_duration_seconds` too; the runners'
+    /// `/metrics` hold the queue, compute and batch details): call the
+    /// returned closure with the failure's code, if any, when it is
+    /// answered.
     pub fn count(
         &self,
         tenant: &conduit_registry::Tenant,
@@ -89,11 +89,7 @@ impl Gateway {
         serving.metrics().begin(&key);
         let started = std::time::Instant::now();
         move |failed| match failed {
-            None => {
-                serving
-                    .metrics()
-                    .success(&key, 0, 0, started.elapsed(), RequestTiming::default())
-            }
+            None => serving.metrics().relayed(&key, started.elapsed()),
             Some(code) => {
                 let reason = match code {
                     tonic::Code::Unavailable => "unavailable",

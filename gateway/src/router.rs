@@ -8,6 +8,8 @@ use conduit_runner::ServeError;
 use conduit_scheduler::{
     ClusterView, PLACE_SUBJECT, PlaceReply, PlaceRequest, Placement, RunnerRecord, ScaleHints,
 };
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,7 +64,7 @@ struct Inner {
 }
 
 /// What the gateway has done, for `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Counters {
     /// Requests forwarded (first attempts).
     pub forwarded: AtomicU64,
@@ -71,10 +73,32 @@ pub struct Counters {
     /// Placement requests sent to the scheduler.
     pub placement_requests: AtomicU64,
     /// Requests answered after waiting for a placement to name a runner
-    /// (a module scaled to zero, or a fleet scaled from zero).
-    pub cold_starts: AtomicU64,
-    /// Their time to first response, summed, in µs.
-    pub cold_start_us: AtomicU64,
+    /// (a module scaled to zero, or a fleet scaled from zero): their time
+    /// to first response, in seconds.
+    pub cold_starts: Histogram,
+    /// Where `cold_starts` is registered (prometheus-client encodes it).
+    registry: Registry,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        let cold_starts = Histogram::new(conduit_runner::DURATION_BUCKETS);
+        let mut registry = Registry::default();
+        // prometheus-client ends the help text with a period.
+        registry.register(
+            "conduit_gateway_cold_start_seconds",
+            "Time to first response of requests that waited for a placement (scale from \
+             zero), from the gateway receiving them",
+            cold_starts.clone(),
+        );
+        Self {
+            forwarded: AtomicU64::default(),
+            retries: AtomicU64::default(),
+            placement_requests: AtomicU64::default(),
+            cold_starts,
+            registry,
+        }
+    }
 }
 
 impl Counters {
@@ -103,14 +127,9 @@ impl Counters {
                 value.load(Ordering::Relaxed)
             ));
         }
-        let name = "conduit_gateway_cold_start_seconds";
-        out.push_str(&format!(
-            "# HELP {name} Time to first response of requests that waited for a placement \
-             (scale from zero), from the gateway receiving them.\n# TYPE {name} summary\n\
-             {name}_sum {}\n{name}_count {}\n",
-            self.cold_start_us.load(Ordering::Relaxed) as f64 / 1e6,
-            self.cold_starts.load(Ordering::Relaxed)
-        ));
+        // Writing into a String cannot fail; no OpenMetrics `# EOF`: the
+        // text goes on after it.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
         out
     }
 }
@@ -138,9 +157,7 @@ impl Attempt {
     pub fn served(&self) {
         if let Some(since) = self.waited_since {
             let c = &self.router.inner.counters;
-            c.cold_starts.fetch_add(1, Ordering::Relaxed);
-            let us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
-            c.cold_start_us.fetch_add(us, Ordering::Relaxed);
+            c.cold_starts.observe(since.elapsed().as_secs_f64());
         }
     }
 }

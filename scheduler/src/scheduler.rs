@@ -150,6 +150,10 @@ pub async fn run(
                     let placements = view.placements();
                     if config.runners.is_some() {
                         scale_runners(&cluster, &config, state, &metrics, actuator.as_deref(), &runners, &placements).await;
+                    } else {
+                        // A fixed fleet: no desired count, the runners still shown.
+                        let draining = runners.iter().filter(|r| r.draining).count() as u32;
+                        metrics.set_runners(None, runners.len() as u32, draining);
                     }
                     metrics.set_placements(&placements);
                 }

@@ -170,11 +170,13 @@ fn run(instance: &Instance, mut batch: Vec<Job>, counters: &Counters) {
     match result {
         Ok(parts) => {
             let compute = std::time::Duration::from_micros(compute);
+            let total_rows = rows.iter().sum::<usize>() as u64;
             for (i, (job, out)) in batch.into_iter().zip(parts).enumerate() {
                 let timing = RunTiming {
                     queue: started.duration_since(job.enqueued),
                     compute,
                     executions: u64::from(i == 0),
+                    batch_rows: if i == 0 { total_rows } else { 0 },
                 };
                 let _ = job.reply.send(Ok((out, timing)));
             }

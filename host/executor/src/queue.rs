@@ -40,6 +40,10 @@ pub struct RunTiming {
     /// Batches this request led (was the first of): summed over requests,
     /// each batch run counts once — Triton's execution count.
     pub executions: u64,
+    /// Rows of the batches this request led (summed, like `executions`; 0
+    /// when it joined another's batch): with `executions`, the batch sizes
+    /// the executor ran.
+    pub batch_rows: u64,
 }
 
 /// A model served by `config.instances` worker threads, each with its own
@@ -285,6 +289,7 @@ impl Executor {
                     timing.queue += t.queue;
                     timing.compute += t.compute;
                     timing.executions += t.executions;
+                    timing.batch_rows += t.batch_rows;
                     outputs.push(out);
                 }
                 let refs: Vec<&NamedTensors> = outputs.iter().collect();
@@ -350,6 +355,7 @@ impl Executor {
                     queue: Duration::ZERO,
                     compute,
                     executions: 1,
+                    batch_rows: rows.unwrap_or(1) as u64,
                 },
             )
         }))

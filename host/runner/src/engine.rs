@@ -32,6 +32,10 @@ pub(super) struct StepTiming {
     /// [`RunTiming::executions`](conduit_executor::RunTiming)), 1 for a
     /// component call.
     pub executions: u64,
+    /// Rows of the batches a model request led (see
+    /// [`RunTiming::batch_rows`](conduit_executor::RunTiming)); 0 for a
+    /// component call or a pipeline (its model steps count their own).
+    pub batch_rows: u64,
 }
 
 pub(super) struct StepOutput {
@@ -59,6 +63,7 @@ pub(super) async fn model_step(
             queue: t.queue,
             compute: t.compute,
             executions: t.executions,
+            batch_rows: t.batch_rows,
         },
     })
 }
@@ -106,6 +111,7 @@ pub(super) async fn component_step(
             queue: Duration::ZERO,
             compute: started.elapsed(),
             executions: 1,
+            batch_rows: 0,
         },
     })
 }
@@ -225,6 +231,7 @@ async fn counted(
             RequestTiming {
                 queue: out.timing.queue,
                 infer: out.timing.compute,
+                batch_rows: out.timing.batch_rows,
                 ..RequestTiming::default()
             },
         ),

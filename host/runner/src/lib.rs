@@ -9,8 +9,9 @@
 //!
 //! [`Serving`] turns `(tenant, model name, version)` into something that
 //! runs — a model through its executor's batch queue, a component in the
-//! sandbox, or a pipeline of both ([`engine`]) — with per-tenant limits and
-//! Triton-style counters ([`Metrics`]); [`LoadReport`] is what a runner
+//! sandbox, or a pipeline of both ([`engine`]) — with per-tenant limits,
+//! Triton-style counters and latency and batch-size histograms
+//! ([`Metrics`]); [`LoadReport`] is what a runner
 //! in a cluster heartbeats. The gRPC ([`grpc`]) and HTTP
 //! ([`http`]) front ends only translate; [`SessionService`] serves sessions,
 //! whose outputs stay here as values ([`Sessions`]); errors become statuses in one
@@ -24,6 +25,7 @@ mod error;
 mod generational;
 pub mod grpc;
 mod held;
+mod histograms;
 pub mod http;
 mod json;
 mod limits;
@@ -48,6 +50,7 @@ pub use checks::{host_signature, param};
 pub use error::{ServeError, StatusClass};
 use generational::Generational;
 pub use held::{HeldBody, HoldGuard, HoldGuardLayer};
+pub use histograms::{BATCH_BUCKETS, DURATION_BUCKETS};
 pub use limits::{ServingLimits, TenantServing};
 pub use listen::{ConnectionLimits, Limited, accept_limited, incoming, serve_http, serve_router};
 pub use metrics::{Metrics, ModelCounters, ModelKey, RequestTiming};

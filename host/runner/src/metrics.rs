@@ -1,6 +1,19 @@
 //! Per-model counters, Triton-style, for `/metrics` (Prometheus text) and
-//! the statistics extension (`ModelStatistics`).
+//! the statistics extension (`ModelStatistics`), with the latency and batch
+//! size histograms beside them.
+//!
+//! One text, two writers. The counters and gauges are kept in
+//! [`ModelCounters`] (which `ModelStatistics` reads too) and written here
+//! line by line: their names (`conduit_inference_count`, the cumulative
+//! `…_duration_us`) predate the OpenMetrics rule that a counter's samples end
+//! in `_total`, which prometheus-client's encoder applies to every counter,
+//! and dashboards and tests read them as they are. The histograms are
+//! prometheus-client families ([`crate::histograms`]), encoded by it. Both
+//! label a series by tenant, model and version, and only for a model that
+//! exists: a request for an unknown name counts under model `""` in
+//! `conduit_inference_request_failure_total` alone.
 
+use crate::histograms::Histograms;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -66,6 +79,10 @@ pub struct RequestTiming {
     pub infer: Duration,
     /// Building the response.
     pub output: Duration,
+    /// For a model: rows of the executor batches the request led (see
+    /// [`RunTiming::batch_rows`](conduit_executor::RunTiming)), observed in
+    /// `conduit_batch_size`; 0 for anything else.
+    pub batch_rows: u64,
 }
 
 #[derive(Debug, Default)]
@@ -79,10 +96,11 @@ struct State {
     traps: BTreeMap<(String, &'static str), u64>,
 }
 
-/// Counters of the data plane.
+/// Counters and histograms of the data plane.
 #[derive(Debug, Default)]
 pub struct Metrics {
     state: Mutex<State>,
+    histograms: Histograms,
 }
 
 fn ns(d: Duration) -> u64 {
@@ -114,6 +132,27 @@ impl Metrics {
     /// A request for `key` succeeded, with `rows` inferences in
     /// `executions` executions.
     pub fn success(
+        &self,
+        key: &ModelKey,
+        rows: u64,
+        executions: u64,
+        total: Duration,
+        t: RequestTiming,
+    ) {
+        self.counted(key, rows, executions, total, t);
+        self.histograms.answered(key, total);
+        self.histograms.ran(key, &t, executions);
+    }
+
+    /// A request for `key` that another process ran (a gateway forwarded
+    /// it) was answered after `total`: a success with its end-to-end time
+    /// only (no queue, compute or batch to observe here).
+    pub fn relayed(&self, key: &ModelKey, total: Duration) {
+        self.counted(key, 0, 0, total, RequestTiming::default());
+        self.histograms.answered(key, total);
+    }
+
+    fn counted(
         &self,
         key: &ModelKey,
         rows: u64,
@@ -207,8 +246,11 @@ impl Metrics {
         out
     }
 
-    /// Everything, in the Prometheus text format (version 0.0.4).
+    /// Everything, in the Prometheus text format (version 0.0.4), with the
+    /// unlabelled gauges of `extra` (name, help, value) at the end.
     pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
+        let mut histograms = String::new();
+        self.histograms.encode(&mut histograms);
         let s = self.state.lock().expect("metrics lock");
         let mut models: Vec<_> = s.models.iter().collect();
         models.sort_by(|a, b| a.0.cmp(b.0));
@@ -284,6 +326,7 @@ impl Metrics {
             "Requests in flight.",
             &|c| c.pending,
         );
+        out.push_str(&histograms);
         let name = "conduit_inference_request_failure_total";
         let _ = writeln!(
             out,
@@ -344,7 +387,16 @@ impl Metrics {
     }
 }
 
-fn escape(v: &str) -> String {
+/// Appends a gauge labelled by tenant (`values`: tenant → value).
+pub(crate) fn tenant_gauge(out: &mut String, name: &str, help: &str, values: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (tenant, value) in values {
+        let _ = writeln!(out, "{name}{{tenant=\"{}\"}} {value}", escape(tenant));
+    }
+}
+
+/// A label value as the text format wants it.
+pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -370,12 +422,14 @@ mod tests {
             Duration::from_micros(900),
             RequestTiming {
                 infer: Duration::from_micros(700),
+                batch_rows: 3,
                 ..Default::default()
             },
         );
         m.begin(&key);
         m.failure(&key, "invalid_input", Duration::from_micros(5));
         m.trapped("acme", "timeout");
+        m.rejected("acme", "", "not_found");
         let text = m.render(&[("conduit_models_loaded", "Models loaded.", 1.0)]);
         let labels = r#"tenant="acme",model="para\"phrase",version="1.0.0""#;
         for line in [
@@ -388,6 +442,22 @@ mod tests {
             format!("conduit_inference_pending_request_count{{{labels}}} 0"),
             r#"conduit_component_traps_total{tenant="acme",kind="timeout"} 1"#.to_string(),
             "conduit_models_loaded 1".to_string(),
+            // The histograms: cumulative buckets, the sum in seconds.
+            "# TYPE conduit_inference_request_duration_seconds histogram".to_string(),
+            format!("conduit_inference_request_duration_seconds_count{{{labels}}} 1"),
+            format!("conduit_inference_request_duration_seconds_sum{{{labels}}} 0.0009"),
+            format!(
+                "conduit_inference_request_duration_seconds_bucket{{le=\"0.0005\",{labels}}} 0"
+            ),
+            format!("conduit_inference_request_duration_seconds_bucket{{le=\"0.001\",{labels}}} 1"),
+            format!("conduit_inference_request_duration_seconds_bucket{{le=\"+Inf\",{labels}}} 1"),
+            format!("conduit_inference_queue_duration_seconds_bucket{{le=\"0.0001\",{labels}}} 1"),
+            format!(
+                "conduit_inference_compute_infer_duration_seconds_bucket{{le=\"0.001\",{labels}}} 1"
+            ),
+            format!("conduit_batch_size_bucket{{le=\"2.0\",{labels}}} 0"),
+            format!("conduit_batch_size_bucket{{le=\"4.0\",{labels}}} 1"),
+            format!("conduit_batch_size_count{{{labels}}} 1"),
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -396,5 +466,75 @@ mod tests {
         }
         assert_eq!(m.models("acme", "")[0].1.success, 1);
         assert!(m.models("other", "").is_empty());
+        // Failures and unknown names make no histogram series; the text
+        // has no OpenMetrics end marker in its middle.
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("conduit_inference_request_duration_seconds_count"))
+            .count();
+        assert_eq!(series, 1, "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn a_relayed_request_is_timed_end_to_end_only() {
+        let m = Metrics::default();
+        let key = ModelKey {
+            tenant: "acme".into(),
+            model: "add".into(),
+            version: "1.0.0".into(),
+        };
+        m.begin(&key);
+        m.relayed(&key, Duration::from_millis(3));
+        let text = m.render(&[]);
+        let labels = r#"tenant="acme",model="add",version="1.0.0""#;
+        assert!(
+            text.lines()
+                .any(|l| l
+                    == format!("conduit_inference_request_duration_seconds_count{{{labels}}} 1")),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == format!("conduit_inference_request_success_total{{{labels}}} 1")),
+            "{text}"
+        );
+        for family in [
+            "conduit_inference_queue_duration_seconds",
+            "conduit_inference_compute_infer_duration_seconds",
+            "conduit_batch_size",
+        ] {
+            assert!(!text.contains(family), "{family} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_split_request_counts_each_batch_it_led() {
+        let m = Metrics::default();
+        let key = ModelKey {
+            tenant: "acme".into(),
+            model: "add".into(),
+            version: "1.0.0".into(),
+        };
+        m.begin(&key);
+        m.success(
+            &key,
+            16,
+            2,
+            Duration::from_millis(1),
+            RequestTiming {
+                batch_rows: 16,
+                ..Default::default()
+            },
+        );
+        let text = m.render(&[]);
+        let labels = r#"tenant="acme",model="add",version="1.0.0""#;
+        for line in [
+            format!("conduit_batch_size_count{{{labels}}} 2"),
+            format!("conduit_batch_size_sum{{{labels}}} 16.0"),
+            format!("conduit_batch_size_bucket{{le=\"8.0\",{labels}}} 2"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
     }
 }

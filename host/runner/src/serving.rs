@@ -639,7 +639,10 @@ impl Serving {
         // A model counts its executor's batches; a component or pipeline
         // request is one execution (its steps are counted as themselves).
         let executions = match manifest.kind {
-            Kind::Model => step_timing.executions,
+            Kind::Model => {
+                timing.batch_rows = step_timing.batch_rows;
+                step_timing.executions
+            }
             Kind::Component | Kind::Pipeline => 1,
         };
         let assembling = Instant::now();
@@ -1054,7 +1057,7 @@ impl Serving {
     pub fn render_metrics(&self) -> String {
         let cache = self.inner.models.stats();
         let (sessions, session_bytes) = self.inner.sessions.totals();
-        self.inner.metrics.render(&[
+        let mut out = self.inner.metrics.render(&[
             (
                 "conduit_sessions_open",
                 "Sessions open on this runner.",
@@ -1080,7 +1083,28 @@ impl Serving {
                 "Sandbox instance slots taken (running, warm, tearing down).",
                 self.inner.runtime.slots_in_use() as f64,
             ),
-        ])
+        ]);
+        // The same two per tenant (tenants with a session open here).
+        let by_tenant = self.inner.sessions.by_tenant();
+        let pick = |f: fn(&(String, u64, u64)) -> u64| -> Vec<(String, f64)> {
+            by_tenant
+                .iter()
+                .map(|t| (t.0.clone(), f(t) as f64))
+                .collect()
+        };
+        crate::metrics::tenant_gauge(
+            &mut out,
+            "conduit_tenant_sessions_open",
+            "Sessions open on this runner, per tenant.",
+            &pick(|t| t.1),
+        );
+        crate::metrics::tenant_gauge(
+            &mut out,
+            "conduit_tenant_session_value_bytes",
+            "Bytes the values of a tenant's open sessions hold on this runner.",
+            &pick(|t| t.2),
+        );
+        out
     }
 
     /// Triton's model configuration of `name` at `version`.

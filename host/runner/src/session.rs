@@ -477,6 +477,19 @@ impl Sessions {
             s.tenants.values().map(|t| t.bytes).sum(),
         )
     }
+
+    /// Per tenant with a session open here: its sessions and the bytes
+    /// their values hold, sorted by tenant.
+    pub fn by_tenant(&self) -> Vec<(String, u64, u64)> {
+        let s = self.state.lock().expect("sessions lock");
+        let mut out: Vec<_> = s
+            .tenants
+            .iter()
+            .map(|(tenant, u)| (tenant.clone(), u64::from(u.sessions), u.bytes))
+            .collect();
+        out.sort();
+        out
+    }
 }
 
 /// At most 200 characters of client text in a message, marked when cut:
