@@ -58,6 +58,22 @@ pub struct UpArgs {
 struct Proc {
     name: String,
     child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// `see LOG`, with the log's last lines quoted: why a process failed
+    /// to start is almost always in them.
+    fn see_log(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(8)..].join("\n    ");
+        if tail.is_empty() {
+            format!("see {}", self.log.display())
+        } else {
+            format!("see {}; it ends:\n    {tail}", self.log.display())
+        }
+    }
 }
 
 fn nats_binary(given: Option<&Path>) -> Result<PathBuf> {
@@ -123,6 +139,7 @@ async fn start(
     Ok(Proc {
         name: name.to_string(),
         child,
+        log: log_path,
     })
 }
 
@@ -134,15 +151,19 @@ async fn wait_port(proc: &mut Proc, addr: &str, timeout: Duration) -> Result<()>
             return Ok(());
         }
         if let Some(status) = proc.child.try_wait()? {
+            // Let the log's writer catch up with the child's last words.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             bail!(
-                "{} exited ({status}) before it listened on {addr}: see its log",
-                proc.name
+                "{} exited ({status}) before it listened on {addr}: {}",
+                proc.name,
+                proc.see_log()
             );
         }
         if Instant::now() >= deadline {
             bail!(
-                "{} did not listen on {addr} within {timeout:?}: see its log",
-                proc.name
+                "{} did not listen on {addr} within {timeout:?}: {}",
+                proc.name,
+                proc.see_log()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -32,8 +32,25 @@ impl Drop for ClusterUp {
 
 impl ClusterUp {
     /// Starts `conduit cluster up ARGS` on free ports in a fresh directory
-    /// and waits until it says it is up.
+    /// and waits until it says it is up. The port range is picked while
+    /// other tests bind ephemeral ports too: when one of its ports was taken
+    /// in between (the cluster says "in use"), it tries another range, at
+    /// most three times.
     pub(crate) fn start(name: &str, args: &[&str]) -> Self {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::try_start(name, args) {
+                Ok(up) => return up,
+                Err(why) if tries < 3 && why.contains("in use") => {
+                    eprintln!("cluster up: a port was taken, trying another range:\n{why}");
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+    }
+
+    fn try_start(name: &str, args: &[&str]) -> Result<Self, String> {
         let dir = TempDir::new(name);
         let base = free_port().saturating_sub(20).max(20_000);
         let venv_bin = workspace_root().join(".venv/bin");
@@ -88,16 +105,16 @@ impl ClusterUp {
                         use std::io::Read;
                         let _ = s.read_to_string(&mut err);
                     }
-                    panic!(
+                    return Err(format!(
                         "cluster up did not come up ({e:?}):\n{}\n{err}",
                         up.printed.join("\n")
-                    );
+                    ));
                 }
             }
         }
         let key = std::fs::read_to_string(up.dir.path().join("cluster/admin.key")).unwrap();
         up.key = key.trim().to_string();
-        up
+        Ok(up)
     }
 
     /// `conduit ARGS` against this cluster: the registry for pushes, the
