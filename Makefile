@@ -15,7 +15,7 @@ COMPONENTS := bert-tokenizer embedding-post softmax-topk embed-pipeline \
 # Native crates whose unit tests run too (guest logic, the SDK's doc examples).
 NATIVE_TESTS := -p conduit -p conduit-types -p conduit-runtime -p conduit-executor -p conduit-runner -p conduit-registry -p conduit-proto -p conduit-scheduler -p conduit-gateway \
                 -p conduit-guest -p pooling \
-                -p bert-tokenizer -p softmax-topk
+                -p bert-tokenizer -p softmax-topk -p conduit-fuzz
 
 # ONNX Runtime for the `ort` backend: the shared library of the onnxruntime
 # wheel installed in the venv. A recursive variable expanded by the shell each
@@ -52,6 +52,10 @@ test: components reference fixtures minilm-reference sidecar clients python depl
 	# The sessions bench, small: it must run (and its two ways must agree).
 	$(VENV_PY) bench/sessions.py --conduit $(CONDUIT) --wasm-dir $(WASM_DIR) --model $(MINILM_ONNX) \
 	    --chain-calls 5 --tiny-calls 50 > /dev/null
+	# Black-box fuzzing of a real `conduit dev`, short (docs/fuzzing.md): no crash, no hang.
+	$(VENV_PY) bench/fuzz_server.py --conduit $(CONDUIT) --wasm-dir $(WASM_DIR) --model $(MINILM_ONNX) \
+	    --seconds 20 --idle-seconds 12 --seed 1 > $(TARGET_DIR)/fuzz-server.md \
+	    || { cat $(TARGET_DIR)/fuzz-server.md; exit 1; }
 
 lint: model
 	$(CARGO) fmt --all -- --check
@@ -67,6 +71,17 @@ bench: components build fixtures minilm-reference python clients
 	$(CARGO) run --release -p conduit-bench --features conduit-bench/tract -- placement
 	# Sessions: remote values vs fetch-and-resend; the Python SDK vs tritonclient per call.
 	$(VENV_PY) bench/sessions.py --conduit $(CONDUIT) --wasm-dir $(WASM_DIR) --model $(MINILM_ONNX)
+	# Black-box fuzzing of the server, 100 s: cases, answers, findings, memory (bench/README.md).
+	$(VENV_PY) bench/fuzz_server.py --conduit $(CONDUIT) --wasm-dir $(WASM_DIR) --model $(MINILM_ONNX) \
+	    --seconds 100 --seed 7 --json $(TARGET_DIR)/fuzz-server.json
+
+## Black-box fuzzing of a real `conduit dev` alone (bench/fuzz_server.py): hostile HTTP, gRPC and
+## registry traffic; fails on a crash or a hang. `make fuzz-server FUZZ_SECONDS=600` for a long run.
+FUZZ_SECONDS ?= 100
+.PHONY: fuzz-server
+fuzz-server: components build fixtures onnx-model clients
+	$(VENV_PY) bench/fuzz_server.py --conduit $(CONDUIT) --wasm-dir $(WASM_DIR) --model $(MINILM_ONNX) \
+	    --seconds $(FUZZ_SECONDS) --seed 1 --json $(TARGET_DIR)/fuzz-server.json
 
 ## The benchmark suite (bench/suite.py): Conduit against PyTriton, Ray Serve and in-process
 ## ONNX Runtime (P1-P5), then its plots. Installs the peers into bench/peers/.venv first.

@@ -7,8 +7,8 @@ use crate::{Gateway, Router, statistics};
 use conduit_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use conduit_proto::inference::{self as pb, grpc_inference_service_server as server};
 use conduit_registry::{Manifest, Tenant};
-use conduit_runner::ServeError;
 use conduit_runner::grpc::{InferenceService, grpc_timeout};
+use conduit_runner::{ServeError, instant_after};
 use conduit_scheduler::RunnerRecord;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -63,7 +63,8 @@ impl GatewayService {
         let tenant = self.gateway.serving.authenticate(text).await?;
         let limits = self.gateway.serving.config().limits.of(&tenant.name);
         let mut budget = limits.request_deadline();
-        if let Some(t) = grpc_timeout(metadata) {
+        // A malformed grpc-timeout is the client's bug: INVALID_ARGUMENT.
+        if let Some(t) = grpc_timeout(metadata)? {
             budget = budget.min(t);
         }
         Ok(Caller {
@@ -71,7 +72,7 @@ impl GatewayService {
             authorization: header
                 .cloned()
                 .unwrap_or_else(|| AsciiMetadataValue::from_static("")),
-            deadline: Instant::now() + budget,
+            deadline: instant_after(Instant::now(), budget),
         })
     }
 

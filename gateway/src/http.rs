@@ -71,8 +71,11 @@ pub fn router(gateway: Gateway) -> Router {
         .fallback_service(local)
 }
 
+/// The one place the gateway's own HTTP errors are written; the message is
+/// capped (`conduit_types::MAX_MESSAGE_BYTES`) whatever it echoes.
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    let body = serde_json::json!({ "error": message.to_string() }).to_string();
+    let message = conduit_types::cap_message(message.to_string());
+    let body = serde_json::json!({ "error": message }).to_string();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -227,7 +230,7 @@ async fn forward(
         uri.query().map(|q| format!("?{q}")).unwrap_or_default()
     );
     let limits = gateway.serving.config().limits.of(&tenant.name);
-    let deadline = Instant::now() + limits.request_deadline();
+    let deadline = conduit_runner::instant_after(Instant::now(), limits.request_deadline());
     let done = (tail == "infer").then(|| gateway.count(&tenant, &manifest));
     let response = send(
         &gateway, &tenant, &manifest, &name, deadline, &method, &path, &headers, body,

@@ -120,6 +120,9 @@ impl Gateway {
         let grpc = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            // As on a runner: client faults on the wire are INVALID_ARGUMENT
+            // and every status message is capped.
+            .layer(conduit_proto::ClientFaultLayer)
             .layer(HoldGuardLayer)
             .add_service(GatewayService::new(self.clone()).into_server())
             .add_service(GatewaySessions::new(GatewayService::new(self.clone())).into_server())

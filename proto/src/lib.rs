@@ -8,10 +8,18 @@
 //! - [`inference`]: the data plane — KServe v2 (Open Inference Protocol)
 //!   `GRPCInferenceService` with Triton's extensions, wire-compatible with
 //!   tritonclient and perf_analyzer (`proto/inference/...`).
+//!
+//! [`ClientFaultLayer`] goes on every Conduit gRPC server: a request whose
+//! framing is broken or whose message does not decode answers
+//! INVALID_ARGUMENT (tonic says INTERNAL), and no status message passes
+//! the cap of [`conduit_types::MAX_MESSAGE_BYTES`].
 
-#![allow(missing_docs)] // generated code; the .proto files carry the docs
+mod faults;
+
+pub use faults::{ClientFaultLayer, ClientFaults};
 
 /// The registry control plane.
+#[allow(missing_docs)] // generated code; the .proto files carry the docs
 pub mod registry {
     /// Version 1 of the registry API (`conduit.registry.v1`).
     pub mod v1 {
@@ -20,6 +28,7 @@ pub mod registry {
 }
 
 /// Sessions: a client's point-to-point path to a runner, with remote values.
+#[allow(missing_docs)] // generated code; the .proto files carry the docs
 pub mod session {
     /// Version 1 of the session API (`conduit.session.v1`).
     pub mod v1 {
@@ -34,6 +43,7 @@ pub mod session {
 /// Raw tensor payloads (`raw_input_contents`, `raw_output_contents`) are
 /// [`prost::bytes::Bytes`]; calls a server does not override answer
 /// UNIMPLEMENTED.
+#[allow(missing_docs)] // generated code; the .proto files carry the docs
 pub mod inference {
     tonic::include_proto!("inference");
 }

@@ -51,7 +51,7 @@ pub use client::{ClientError, PushProgress, RegistryClient};
 pub use conduit_types::{Digest, DigestParseError};
 pub use error::RegistryError;
 pub use local::LocalBlobStore;
-pub use manifest::{ExecutorHints, Kind, Manifest, Signature, TensorSpec};
+pub use manifest::{ExecutorHints, Kind, Manifest, Signature, TensorSpec, hint_limits};
 pub use names::{
     Reference, check_name, check_tag, check_tenant, check_user_tag, parse_version, shown,
     split_tenant,

@@ -96,6 +96,97 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// The ranges registration accepts for [`ExecutorHints`]. Hints are a
+/// tenant's word about resources the host pays for: every worker instance is
+/// a thread holding a copy of the model, and a batch delay is time every
+/// request of the model waits, so each has a ceiling a real deployment never
+/// needs to pass.
+pub mod hint_limits {
+    /// Most executor instances (threads, each with its model) per loaded copy.
+    pub const MAX_INSTANCES: u32 = 64;
+    /// Largest batch an executor may form.
+    pub const MAX_BATCH_SIZE: u32 = 65_536;
+    /// Longest time a request may wait for its batch to fill: 10 s.
+    pub const MAX_QUEUE_DELAY_US: u64 = 10_000_000;
+    /// Most preferred batch sizes.
+    pub const MAX_PREFERRED_BATCH_SIZES: usize = 32;
+    /// Most replicas a module may ask a cluster for.
+    pub const MAX_REPLICAS: u32 = 10_000;
+    /// Longest queue-delay target for autoscaling: 1 hour.
+    pub const MAX_TARGET_QUEUE_MS: u32 = 3_600_000;
+    /// Longest text in `format`, `backend` and `device`.
+    pub const MAX_TEXT: usize = 64;
+}
+
+impl ExecutorHints {
+    /// Whether every hint is in the range registration accepts
+    /// ([`hint_limits`]); the reason names the hint and its ceiling.
+    pub fn check(&self) -> Result<(), String> {
+        use hint_limits::*;
+        for (what, text) in [
+            ("format", &self.format),
+            ("backend", &self.backend),
+            ("device", &self.device),
+        ] {
+            if text.len() > MAX_TEXT {
+                return Err(format!(
+                    "executor {what} is {} bytes long; at most {MAX_TEXT}",
+                    text.len()
+                ));
+            }
+        }
+        let over = |what: &str, n: u64, max: u64| -> Result<(), String> {
+            if n > max {
+                Err(format!("executor {what} is {n}; at most {max}"))
+            } else {
+                Ok(())
+            }
+        };
+        over("instances", self.instances.into(), MAX_INSTANCES.into())?;
+        over(
+            "max_batch_size",
+            self.max_batch_size.into(),
+            MAX_BATCH_SIZE.into(),
+        )?;
+        over(
+            "max_queue_delay_us",
+            self.max_queue_delay_us,
+            MAX_QUEUE_DELAY_US,
+        )?;
+        over("replicas", self.replicas.into(), MAX_REPLICAS.into())?;
+        over(
+            "max_replicas",
+            self.max_replicas.into(),
+            MAX_REPLICAS.into(),
+        )?;
+        over(
+            "target_queue_ms",
+            self.target_queue_ms.into(),
+            MAX_TARGET_QUEUE_MS.into(),
+        )?;
+        if self.preferred_batch_sizes.len() > MAX_PREFERRED_BATCH_SIZES {
+            return Err(format!(
+                "{} preferred batch sizes; at most {MAX_PREFERRED_BATCH_SIZES}",
+                self.preferred_batch_sizes.len()
+            ));
+        }
+        let largest = match self.max_batch_size {
+            0 => MAX_BATCH_SIZE,
+            n => n,
+        };
+        if let Some(&bad) = self
+            .preferred_batch_sizes
+            .iter()
+            .find(|&&n| n == 0 || n > largest)
+        {
+            return Err(format!(
+                "preferred batch size {bad} is outside 1..={largest}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One registered version of a module. Immutable once stored, except for
 /// [`Manifest::tags`], which is filled in when the manifest is read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,5 +267,57 @@ mod tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(super::rfc3339(1_795_737_599), "2026-11-26T23:59:59Z");
+    }
+
+    #[test]
+    fn executor_hints_have_ceilings() {
+        use super::{ExecutorHints, hint_limits::*};
+        assert_eq!(ExecutorHints::default().check(), Ok(()));
+        let ok = ExecutorHints {
+            instances: MAX_INSTANCES,
+            max_batch_size: 64,
+            max_queue_delay_us: MAX_QUEUE_DELAY_US,
+            preferred_batch_sizes: vec![8, 64],
+            replicas: MAX_REPLICAS,
+            max_replicas: MAX_REPLICAS,
+            target_queue_ms: MAX_TARGET_QUEUE_MS,
+            ..Default::default()
+        };
+        assert_eq!(ok.check(), Ok(()));
+        let refused = |h: ExecutorHints| h.check().unwrap_err();
+        let e = refused(ExecutorHints {
+            instances: u32::MAX,
+            ..Default::default()
+        });
+        assert_eq!(e, "executor instances is 4294967295; at most 64");
+        assert!(
+            refused(ExecutorHints {
+                max_queue_delay_us: u64::MAX,
+                ..Default::default()
+            })
+            .contains("max_queue_delay_us")
+        );
+        assert!(
+            refused(ExecutorHints {
+                max_batch_size: 8,
+                preferred_batch_sizes: vec![16],
+                ..Default::default()
+            })
+            .contains("preferred batch size 16 is outside 1..=8")
+        );
+        assert!(
+            refused(ExecutorHints {
+                preferred_batch_sizes: vec![0],
+                ..Default::default()
+            })
+            .contains("preferred batch size 0")
+        );
+        assert!(
+            refused(ExecutorHints {
+                device: "x".repeat(65),
+                ..Default::default()
+            })
+            .contains("device is 65 bytes")
+        );
     }
 }

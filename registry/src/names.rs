@@ -53,14 +53,21 @@ pub fn check_tenant(name: &str) -> Result<(), RegistryError> {
 }
 
 /// Checks a module name: lowercase letters, digits, `-`, `_` and `.`,
-/// starting with a letter or digit, at most 128 characters.
+/// starting with a letter or digit, at most 128 characters, and not
+/// `blake3`: `blake3:<tag>` would read as a digest.
 ///
 /// # Errors
 /// [`RegistryError::InvalidArgument`] naming the problem.
 pub fn check_name(name: &str) -> Result<(), RegistryError> {
     check("module name", name, MAX_NAME, |i, c| {
         c.is_ascii_lowercase() || c.is_ascii_digit() || (i > 0 && matches!(c, '-' | '_' | '.'))
-    })
+    })?;
+    if name == "blake3" {
+        return Err(RegistryError::InvalidArgument(
+            "module name `blake3` is reserved: `blake3:<hex>` names a digest".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a tag: letters, digits, `-`, `_` and `.`, starting with a letter,
@@ -343,6 +350,8 @@ mod tests {
             "ACME/tok",
             "tok name",
             "blake3:1234",
+            "blake3",
+            "acme/blake3",
             "tok@1.0.0@2",
             "tök",
         ] {

@@ -28,6 +28,7 @@
 //! source names a pipeline input.
 
 use crate::{Digest, Kind, Manifest, RegistryError, Signature, TensorSpec};
+use conduit_types::clip;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -240,9 +241,10 @@ impl PipelineDef {
             for name in source.inputs.keys() {
                 if !step.signature.inputs.iter().any(|i| &i.name == name) {
                     return Err(invalid(format!(
-                        "step `{}` ({}) has no input `{name}`; its inputs are {}",
+                        "step `{}` ({}) has no input `{}`; its inputs are {}",
                         step.name,
                         step.pinned,
+                        clip(name),
                         names(&step.signature.inputs)
                     )));
                 }
@@ -367,27 +369,56 @@ fn check_file(file: &SourceFile) -> Result<(), String> {
             if p.name.is_empty() {
                 return Err(format!("a pipeline {what} has an empty name"));
             }
+            // The rules every component and model signature follows
+            // (`Signature::check_bounds`): a pipeline's ports are tensor
+            // names that clients send and responses echo.
+            if p.name.len() > conduit_types::MAX_TENSOR_NAME_BYTES {
+                return Err(format!(
+                    "pipeline {what} `{}` has a name of {} bytes; names are 1 to {} bytes",
+                    clip(&p.name),
+                    p.name.len(),
+                    conduit_types::MAX_TENSOR_NAME_BYTES
+                ));
+            }
+            if p.name.chars().any(char::is_control) {
+                return Err(format!(
+                    "pipeline {what} `{}` has control characters in its name",
+                    clip(&conduit_types::escape_controls(&p.name))
+                ));
+            }
+            if p.shape.len() > conduit_types::MAX_RANK {
+                return Err(format!(
+                    "pipeline {what} `{}` has rank {}; the limit is {}",
+                    clip(&p.name),
+                    p.shape.len(),
+                    conduit_types::MAX_RANK
+                ));
+            }
             if !seen.insert(&p.name) {
-                return Err(format!("pipeline {what} `{}` is declared twice", p.name));
+                return Err(format!(
+                    "pipeline {what} `{}` is declared twice",
+                    clip(&p.name)
+                ));
             }
             if !DATATYPES.contains(&p.datatype.as_str()) {
                 return Err(format!(
                     "pipeline {what} `{}` has datatype `{}`; use one of {}",
-                    p.name,
-                    p.datatype,
+                    clip(&p.name),
+                    clip(&p.datatype),
                     DATATYPES.join(", ")
                 ));
             }
             if p.shape.iter().any(|&d| d < -1) {
                 return Err(format!(
-                    "pipeline {what} `{}` has shape {:?}; dimensions are sizes or -1 (any)",
-                    p.name, p.shape
+                    "pipeline {what} `{}` has shape {}; dimensions are sizes or -1 (any)",
+                    clip(&p.name),
+                    clip(&format!("{:?}", p.shape))
                 ));
             }
             if what == "input" && p.from.is_some() {
                 return Err(format!(
                     "pipeline input `{}` has `from`; only outputs are wired",
-                    p.name
+                    clip(&p.name)
                 ));
             }
         }
@@ -402,7 +433,7 @@ fn check_file(file: &SourceFile) -> Result<(), String> {
         if !ok {
             return Err(format!(
                 "step name `{}` must be 1-64 letters, digits, `-` or `_`",
-                s.name
+                clip(&s.name)
             ));
         }
         if !seen.insert(&s.name) {
@@ -416,27 +447,27 @@ fn resolve_step<F>(s: &SourceStep, resolve: &mut F) -> Result<Step, RegistryErro
 where
     F: FnMut(&str) -> Result<Manifest, RegistryError>,
 {
+    let uses = clip(&s.uses);
     let in_step = |e: RegistryError| match e {
         RegistryError::NotFound(m) => {
-            RegistryError::NotFound(format!("pipeline step `{}` uses `{}`: {m}", s.name, s.uses))
+            RegistryError::NotFound(format!("pipeline step `{}` uses `{uses}`: {m}", s.name))
         }
-        RegistryError::InvalidArgument(m) => RegistryError::InvalidArgument(format!(
-            "pipeline step `{}` uses `{}`: {m}",
-            s.name, s.uses
-        )),
+        RegistryError::InvalidArgument(m) => {
+            RegistryError::InvalidArgument(format!("pipeline step `{}` uses `{uses}`: {m}", s.name))
+        }
         other => other,
     };
     if s.follow && (s.uses.contains('@') || s.uses.starts_with("blake3:")) {
         return Err(RegistryError::InvalidArgument(format!(
-            "pipeline step `{}`: `follow = true` needs a tag reference (`name:tag`), not `{}`",
-            s.name, s.uses
+            "pipeline step `{}`: `follow = true` needs a tag reference (`name:tag`), not `{uses}`",
+            s.name
         )));
     }
     let manifest = resolve(&s.uses).map_err(in_step)?;
     if manifest.kind == Kind::Pipeline {
         return Err(RegistryError::InvalidArgument(format!(
-            "pipeline step `{}` uses `{}`, a pipeline; steps are components or models",
-            s.name, s.uses
+            "pipeline step `{}` uses `{uses}`, a pipeline; steps are components or models",
+            s.name
         )));
     }
     let mut params = Vec::with_capacity(s.params.len());
@@ -444,12 +475,21 @@ where
         let value = match value {
             toml::Value::Boolean(b) => ParamValue::Bool(*b),
             toml::Value::Integer(i) => ParamValue::Int64(*i),
+            // A manifest is stored as JSON, which has no NaN or infinity.
+            toml::Value::Float(f) if !f.is_finite() => {
+                return Err(RegistryError::InvalidArgument(format!(
+                    "pipeline step `{}` param `{}` is {f}; float params must be finite",
+                    s.name,
+                    clip(name)
+                )));
+            }
             toml::Value::Float(f) => ParamValue::Double(*f),
             toml::Value::String(v) => ParamValue::String(v.clone()),
             other => {
                 return Err(RegistryError::InvalidArgument(format!(
-                    "pipeline step `{}` param `{name}` is a {}; params are booleans, integers, floats or strings",
+                    "pipeline step `{}` param `{}` is a {}; params are booleans, integers, floats or strings",
                     s.name,
+                    clip(name),
                     other.type_str()
                 )));
             }
@@ -488,7 +528,10 @@ fn source_spec<'a>(
 ) -> Result<&'a TensorSpec, String> {
     match from {
         Wire::Input(name) => inputs.iter().find(|i| &i.name == name).ok_or_else(|| {
-            format!("`{name}` is neither a pipeline input nor `step.output` of a declared step")
+            format!(
+                "`{}` is neither a pipeline input nor `step.output` of a declared step",
+                clip(name)
+            )
         }),
         Wire::Step { step, tensor } => {
             let s = steps[step.as_str()];
@@ -512,10 +555,12 @@ fn infer_source(output: &str, steps: &[Step]) -> Result<Wire, String> {
         .iter()
         .filter(|s| s.signature.outputs.iter().any(|o| o.name == output))
         .collect();
+    let output_name = output;
+    let output = clip(output);
     match producers[..] {
         [one] => Ok(Wire::Step {
             step: one.name.clone(),
-            tensor: output.to_string(),
+            tensor: output_name.to_string(),
         }),
         [] => Err(format!(
             "pipeline output `{output}`: no step has an output of that name; add `from = \"step.output\"`"

@@ -526,7 +526,7 @@ impl Registry {
             if !known {
                 let stored = stored_in(&uploads, &tenant.name)?;
                 let limit = tenant.limits.max_stored_bytes;
-                if stored + committed.size > limit {
+                if stored.saturating_add(committed.size) > limit {
                     return Err(RegistryError::QuotaExceeded(format!(
                         "tenant `{}` stores {stored} bytes; {} more would exceed its limit of {limit}",
                         tenant.name, committed.size
@@ -562,6 +562,10 @@ impl Registry {
         for tag in &request.tags {
             check_user_tag(tag)?;
         }
+        request
+            .executor
+            .check()
+            .map_err(|why| RegistryError::InvalidArgument(format!("{why} (docs/registry.md)")))?;
         let request = match request.kind {
             Kind::Pipeline => self.resolve_pipeline(caller, request).await?,
             _ => request,
@@ -1020,8 +1024,12 @@ impl Registry {
         grace: Duration,
     ) -> Result<GcReport, RegistryError> {
         admin_only(caller, "collect garbage")?;
-        let cutoff = SystemTime::now() - grace;
-        let cutoff_secs = unix_now().saturating_sub(grace.as_secs());
+        // `None`: the grace reaches back past the epoch (a client may send
+        // any u64 of seconds), so nothing is old enough to go. Keeping
+        // everything is what such a grace means; refusing it would need a
+        // bound of our own choosing, and `SystemTime - grace` would panic.
+        let cutoff = SystemTime::now().checked_sub(grace);
+        let cutoff_secs = unix_now().checked_sub(grace.as_secs());
         let mut report = GcReport::default();
         // The write transaction keeps pushes out while blobs are judged; a
         // push that committed its blob but not yet its upload record is
@@ -1054,7 +1062,7 @@ impl Registry {
                 let Ok(parsed) = digest.parse() else {
                     continue;
                 };
-                let fresh = record.uploaded_at > cutoff_secs;
+                let fresh = cutoff_secs.is_none_or(|c| record.uploaded_at > c);
                 if fresh {
                     recent.insert(parsed);
                 }
@@ -1066,7 +1074,7 @@ impl Registry {
             for blob in self.inner.blobs.list()? {
                 if referenced.contains(&blob.digest)
                     || recent.contains(&blob.digest)
-                    || blob.modified > cutoff
+                    || cutoff.is_none_or(|c| blob.modified > c)
                 {
                     report.blobs_kept += 1;
                     continue;
@@ -1108,7 +1116,7 @@ fn check_quota(tenant: &Tenant, stored: u64, size: u64) -> Result<(), RegistryEr
             tenant.name
         )));
     }
-    if stored + size > tenant.limits.max_stored_bytes {
+    if stored.saturating_add(size) > tenant.limits.max_stored_bytes {
         return Err(RegistryError::QuotaExceeded(format!(
             "tenant `{}` stores {stored} bytes; {size} more would exceed its limit of {}",
             tenant.name, tenant.limits.max_stored_bytes
@@ -1223,7 +1231,7 @@ fn stored_in(
     Ok(store::scan(uploads, &store::upload_key(tenant, ""), None)?
         .iter()
         .map(|(_, v)| serde_json::from_slice::<UploadRecord>(v).map_or(0, |r| r.size))
-        .sum())
+        .fold(0u64, u64::saturating_add))
 }
 
 fn resolve_in(
@@ -1304,7 +1312,10 @@ impl Upload {
     /// [`RegistryError::InvalidArgument`] when the stream carries more than
     /// the declared size; [`RegistryError::Storage`] on I/O failure.
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), RegistryError> {
-        let total = self.writer.written() + chunk.len() as u64;
+        let total = self
+            .writer
+            .written()
+            .saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
         if total > self.declared {
             return Err(RegistryError::InvalidArgument(format!(
                 "upload carries more than the {} bytes its header declared",

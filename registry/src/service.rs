@@ -20,7 +20,10 @@ const DOWNLOAD_CHUNK: usize = 1 << 20;
 
 impl From<RegistryError> for Status {
     fn from(e: RegistryError) -> Self {
-        let message = e.to_string();
+        // The last guard: whatever a message echoes, no status leaves with
+        // more than `MAX_MESSAGE_BYTES` of it (grpcio clients drop larger
+        // metadata and report RESOURCE_EXHAUSTED instead).
+        let message = conduit_types::cap_message(e.to_string());
         match e {
             RegistryError::Unauthenticated(_) => Status::unauthenticated(message),
             RegistryError::PermissionDenied(_) => Status::permission_denied(message),
@@ -85,6 +88,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        // A client's undecodable message or broken framing is
+        // INVALID_ARGUMENT, not tonic's INTERNAL.
+        .layer(conduit_proto::ClientFaultLayer)
         .add_service(RegistryService::new(registry).into_server())
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -12,6 +12,7 @@ mod crash;
 mod dashboard;
 mod examples;
 mod executor;
+mod hostile;
 mod isolation;
 mod logs;
 mod oci;

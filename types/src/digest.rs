@@ -52,10 +52,10 @@ impl FromStr for Digest {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let hex = s
             .strip_prefix("blake3:")
-            .ok_or_else(|| DigestParseError(s.to_string()))?;
+            .ok_or_else(|| DigestParseError(crate::clip(s).into_owned()))?;
         blake3::Hash::from_hex(hex)
             .map(|h| Self(*h.as_bytes()))
-            .map_err(|_| DigestParseError(s.to_string()))
+            .map_err(|_| DigestParseError(crate::clip(s).into_owned()))
     }
 }
 

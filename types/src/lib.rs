@@ -11,7 +11,7 @@ mod text;
 pub use digest::{Digest, DigestParseError};
 pub use signature::{MAX_SIGNATURE_TENSORS, MAX_TENSOR_NAME_BYTES, Signature, TensorSpec, World};
 pub use tensor::{DataType, MAX_RANK, Tensor, TensorError, element_count, pack, unpack};
-pub use text::escape_controls;
+pub use text::{CLIP_CHARS, MAX_MESSAGE_BYTES, cap_message, clip, escape_controls};
 
 /// Named tensors, as passed to and from models and components.
 pub type NamedTensors = Vec<(String, Tensor)>;

@@ -107,7 +107,7 @@ impl FromStr for DataType {
         Self::ALL
             .into_iter()
             .find(|d| d.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| TensorError(format!("unknown data type `{s}`")))
+            .ok_or_else(|| TensorError(format!("unknown data type `{}`", crate::clip(s))))
     }
 }
 

@@ -95,8 +95,11 @@ impl Backends {
     /// The serving configuration a model's executor hints ask for.
     ///
     /// # Errors
-    /// [`ExecutorError::InvalidInput`] for an unknown backend or device.
+    /// [`ExecutorError::InvalidInput`] for an unknown backend or device, or
+    /// a hint out of the range registration accepts (a manifest stored
+    /// before the registry checked them must not spawn 2^32 threads here).
     pub fn config(&self, name: &str, hints: &ExecutorHints) -> Result<ModelConfig, ExecutorError> {
+        hints.check().map_err(ExecutorError::InvalidInput)?;
         let defaults = ModelConfig::default();
         let batch = BatchConfig::default();
         Ok(ModelConfig {

@@ -4,7 +4,7 @@
 
 use crate::*;
 use conduit_runtime::{Param, ParamValue};
-use conduit_types::{DataType, NamedTensors, Signature, TensorSpec};
+use conduit_types::{DataType, NamedTensors, Signature, TensorSpec, clip};
 use std::collections::HashSet;
 
 /// Input `name` of a request as a tensor; when its bytes do not add up to
@@ -32,16 +32,17 @@ pub(crate) fn request_tensor(
                 };
                 (!others.is_empty()).then(|| {
                     format!(
-                        "input `{name}` is declared {dtype} ({size} bytes an element), but its \
+                        "input `{}` is declared {dtype} ({size} bytes an element), but its \
                          {got} bytes for shape {shape:?} are {} bytes an element, as {others} \
                          data: the declared datatype does not match the data sent",
+                        clip(name),
                         got / n
                     )
                 })
             }
             _ => None,
         };
-        ServeError::InvalidInput(mismatch.unwrap_or_else(|| format!("input `{name}`: {e}")))
+        ServeError::InvalidInput(mismatch.unwrap_or_else(|| format!("input `{}`: {e}", clip(name))))
     })
 }
 
@@ -61,6 +62,7 @@ pub(crate) fn unsupported_extensions<'a>(
     else {
         return Ok(());
     };
+    let name = clip(name);
     Err(ServeError::Unsupported(if key == "classification" {
         format!(
             "output `{name}` asks for classification (class_count), an extension this server \
@@ -103,8 +105,10 @@ pub(crate) fn rows_of(inputs: &NamedTensors) -> u64 {
 /// for unavailable (an unloaded model, a backend down).
 pub(crate) fn log_failure(tenant: &str, model: &str, phase: &'static str, e: &ServeError) {
     let class = e.class();
-    // One line: a message never spans several.
-    let message = e.to_string().replace('\n', " ");
+    // One line: a message never spans several; a client's name is clipped
+    // in the log as in the answer.
+    let message = e.message().replace('\n', " ");
+    let model = &*clip(model);
     match class {
         StatusClass::Internal => tracing::warn!(
             tenant, model, phase, reason = e.reason(), code = ?class.grpc(),
@@ -158,27 +162,32 @@ pub(crate) fn check_request(
 ) -> Result<(), ServeError> {
     let mut seen = HashSet::new();
     for (name, tensor) in inputs {
+        let shown = || clip(name);
         if !seen.insert(name.as_str()) {
             return Err(ServeError::InvalidInput(format!(
-                "input `{name}` is given twice"
+                "input `{}` is given twice",
+                shown()
             )));
         }
         let Some(spec) = signature.inputs.iter().find(|s| &s.name == name) else {
             return Err(ServeError::InvalidInput(format!(
-                "model `{model}` has no input `{name}`; its inputs are {}",
+                "model `{model}` has no input `{}`; its inputs are {}",
+                shown(),
                 list(&signature.inputs)
             )));
         };
         if tensor.dtype() != spec.dtype {
             return Err(ServeError::InvalidInput(format!(
-                "input `{name}` of model `{model}` must be {}, got {}",
+                "input `{}` of model `{model}` must be {}, got {}",
+                shown(),
                 spec.dtype,
                 tensor.dtype()
             )));
         }
         if !spec.admits_shape(tensor.shape()) {
             return Err(ServeError::InvalidInput(format!(
-                "input `{name}` of model `{model}` has shape {:?}, expected {:?} (-1: any)",
+                "input `{}` of model `{model}` has shape {:?}, expected {:?} (-1: any)",
+                shown(),
                 tensor.shape(),
                 spec.shape
             )));

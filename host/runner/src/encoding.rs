@@ -52,7 +52,8 @@ pub fn request_coding(headers: &HeaderMap) -> Result<Option<Coding>, ServeError>
         "gzip" | "x-gzip" => Ok(Some(Coding::Gzip)),
         "deflate" => Ok(Some(Coding::Deflate)),
         _ => Err(ServeError::Unsupported(format!(
-            "Content-Encoding `{value}` is not supported; send gzip, deflate or no encoding"
+            "Content-Encoding `{}` is not supported; send gzip, deflate or no encoding",
+            conduit_types::clip(value)
         ))),
     }
 }

@@ -5,7 +5,7 @@
 use super::{ModelKey, RequestTiming, ServeError, Serving, TenantServing, host_signature, param};
 use conduit_registry::{Kind, Manifest, PipelineDef, Step, Tenant, Wire};
 use conduit_runtime::{CallContext, GuestError, InferFuture, ModelBackend, Param, ParamValue};
-use conduit_types::{NamedTensors, Tensor};
+use conduit_types::{NamedTensors, Tensor, clip};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,7 +131,7 @@ impl ModelBackend for TenantModels {
                 .serving
                 .resolve_reference_cached(&self.ctx.tenant, &name)
                 .await
-                .map_err(|_| GuestError::NotFound(format!("model `{name}` not found")))?;
+                .map_err(|_| GuestError::NotFound(format!("model `{}` not found", clip(&name))))?;
             if manifest.kind != Kind::Model {
                 return Err(GuestError::InvalidInput(format!(
                     "`{name}` is a {}, not a model",

@@ -1,4 +1,5 @@
-//! Data-plane errors and the one place they become gRPC and HTTP statuses.
+//! Data-plane errors and the one place they become gRPC and HTTP statuses,
+//! with their messages capped ([`ServeError::message`]).
 
 use conduit_executor::ExecutorError;
 use conduit_runtime::GuestError;
@@ -194,9 +195,16 @@ impl ServeError {
         }
     }
 
-    /// The gRPC status for this error.
+    /// The message a client is shown: at most
+    /// [`MAX_MESSAGE_BYTES`](conduit_types::MAX_MESSAGE_BYTES), whatever it
+    /// echoes (the last guard; echo sites clip client text themselves).
+    pub fn message(&self) -> String {
+        conduit_types::cap_message(self.to_string())
+    }
+
+    /// The gRPC status for this error (its message capped: [`Self::message`]).
     pub fn to_status(&self) -> tonic::Status {
-        tonic::Status::new(self.class().grpc(), self.to_string())
+        tonic::Status::new(self.class().grpc(), self.message())
     }
 }
 

@@ -50,20 +50,94 @@ impl InferenceService {
     }
 }
 
-/// `grpc-timeout` as a duration (`<n><unit>`, unit one of H M S m u n).
-pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
-    let v = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = n.parse().ok()?;
-    Some(match unit {
-        "H" => std::time::Duration::from_secs(n * 3600),
-        "M" => std::time::Duration::from_secs(n * 60),
-        "S" => std::time::Duration::from_secs(n),
-        "m" => std::time::Duration::from_millis(n),
-        "u" => std::time::Duration::from_micros(n),
-        "n" => std::time::Duration::from_nanos(n),
-        _ => return None,
+/// The most digits a `grpc-timeout` value may have (the gRPC spec's
+/// `TimeoutValue`: a positive integer of at most 8 ASCII digits).
+pub const MAX_TIMEOUT_DIGITS: usize = 8;
+
+/// Why a `grpc-timeout` value was refused: the caller's bug, answered with
+/// INVALID_ARGUMENT (see [`grpc_timeout`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "grpc-timeout `{value}` is not a gRPC timeout ({why}): 1 to 8 ASCII digits, then a unit \
+     H, M, S, m, u or n"
+)]
+pub struct TimeoutError {
+    /// The value as sent, clipped for the message.
+    pub value: String,
+    /// What is wrong with it.
+    pub why: &'static str,
+}
+
+/// Parses a `grpc-timeout` value as the gRPC spec writes it: `TimeoutValue
+/// TimeoutUnit`, 1 to 8 ASCII digits then one of `H` (hours), `M`
+/// (minutes), `S`, `m`, `u`, `n`; `0` reads as zero (a deadline already
+/// past), as tonic and grpc-go read it. Pure, total and panic-free on any
+/// input (a fuzz target calls it): the largest value, `99999999H`, is far
+/// inside what a [`Duration`](std::time::Duration) holds, and the
+/// arithmetic is checked anyway.
+///
+/// ```
+/// use conduit_runner::grpc::parse_grpc_timeout;
+/// use std::time::Duration;
+/// assert_eq!(parse_grpc_timeout("1500m"), Ok(Duration::from_millis(1500)));
+/// assert!(parse_grpc_timeout("123456789S").is_err());
+/// ```
+///
+/// # Errors
+/// [`TimeoutError`] for an empty value, no digits, more than 8 digits,
+/// anything but ASCII digits before the unit, or an unknown unit.
+pub fn parse_grpc_timeout(value: &str) -> Result<std::time::Duration, TimeoutError> {
+    use std::time::Duration;
+    let refuse = |why| TimeoutError {
+        value: conduit_types::clip(value).into_owned(),
+        why,
+    };
+    let Some((&unit, digits)) = value.as_bytes().split_last() else {
+        return Err(refuse("it is empty"));
+    };
+    if digits.is_empty() {
+        return Err(refuse("no digits before the unit"));
+    }
+    if digits.len() > MAX_TIMEOUT_DIGITS {
+        return Err(refuse("more than 8 digits"));
+    }
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return Err(refuse("not ASCII digits before the unit"));
+    }
+    // At most 8 digits: at most 99,999,999, which no step below overflows.
+    let n = digits.iter().fold(0u64, |n, d| {
+        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    });
+    let overflow = || refuse("too large");
+    Ok(match unit {
+        b'H' => Duration::from_secs(n.checked_mul(3600).ok_or_else(overflow)?),
+        b'M' => Duration::from_secs(n.checked_mul(60).ok_or_else(overflow)?),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return Err(refuse("an unknown unit")),
     })
+}
+
+/// The deadline a call's `grpc-timeout` metadata sets; `None` without one.
+///
+/// # Errors
+/// [`ServeError::InvalidInput`](super::ServeError::InvalidInput) for a value
+/// that is not a gRPC timeout ([`parse_grpc_timeout`]) or not text: a
+/// client bug, said as such rather than ignored.
+pub fn grpc_timeout(
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<Option<std::time::Duration>, super::ServeError> {
+    let Some(v) = metadata.get("grpc-timeout") else {
+        return Ok(None);
+    };
+    let text = v
+        .to_str()
+        .map_err(|_| super::ServeError::InvalidInput("grpc-timeout is not ASCII text".into()))?;
+    parse_grpc_timeout(text)
+        .map(Some)
+        .map_err(|e| super::ServeError::InvalidInput(e.to_string()))
 }
 
 #[tonic::async_trait]
@@ -144,8 +218,9 @@ impl server::GrpcInferenceService for InferenceService {
         let timeout = grpc_timeout(request.metadata());
         let request = request.into_inner();
         let (model, version) = (request.model_name.clone(), request.model_version.clone());
-        let mut infer = match wire::decode_request(request) {
-            Ok(infer) => infer,
+        let decoded = timeout.and_then(|t| Ok((t, wire::decode_request(request)?)));
+        let (timeout, mut infer) = match decoded {
+            Ok(decoded) => decoded,
             Err(e) => {
                 self.serving
                     .decode_failed(&tenant, &model, &version, &e)
@@ -240,5 +315,85 @@ impl server::GrpcInferenceService for InferenceService {
         let r = request.into_inner();
         self.serving.unload(&tenant, &r.model_name).await?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn every_unit_parses() {
+        let cases = [
+            ("2H", Duration::from_secs(7200)),
+            ("3M", Duration::from_secs(180)),
+            ("4S", Duration::from_secs(4)),
+            ("1500m", Duration::from_millis(1500)),
+            ("250u", Duration::from_micros(250)),
+            ("99n", Duration::from_nanos(99)),
+            ("0S", Duration::ZERO),
+            ("00000007S", Duration::from_secs(7)),
+        ];
+        for (value, want) in cases {
+            assert_eq!(parse_grpc_timeout(value), Ok(want), "{value}");
+        }
+    }
+
+    #[test]
+    fn eight_digits_at_most_and_the_largest_does_not_overflow() {
+        assert_eq!(
+            parse_grpc_timeout("99999999H"),
+            Ok(Duration::from_secs(99_999_999 * 3600))
+        );
+        assert_eq!(
+            parse_grpc_timeout("99999999M"),
+            Ok(Duration::from_secs(99_999_999 * 60))
+        );
+        assert_eq!(
+            parse_grpc_timeout("12345678S"),
+            Ok(Duration::from_secs(12_345_678))
+        );
+        for value in [
+            "123456789S",
+            "999999999H",
+            "18446744073709551615H",
+            "5124095576030431H",
+        ] {
+            let e = parse_grpc_timeout(value).unwrap_err();
+            assert_eq!(e.why, "more than 8 digits", "{value}");
+        }
+    }
+
+    #[test]
+    fn empty_and_garbage_are_refused() {
+        for value in [
+            "", "S", "H", "1", "12", "1s", "1h", "1x", "-1S", "+1S", " 1S", "1 S", "1.5S", "1e3m",
+            "１S", "1SS", "0x10S", "💥", "1💥",
+        ] {
+            assert!(parse_grpc_timeout(value).is_err(), "{value:?}");
+        }
+        let long = "9".repeat(17_000) + "S";
+        let message = parse_grpc_timeout(&long).unwrap_err().to_string();
+        assert!(
+            message.len() < 500 && message.contains("(cut)"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_metadata_reader_says_invalid_argument() {
+        let mut m = tonic::metadata::MetadataMap::new();
+        assert_eq!(grpc_timeout(&m).unwrap(), None);
+        m.insert("grpc-timeout", "10S".parse().unwrap());
+        assert_eq!(grpc_timeout(&m).unwrap(), Some(Duration::from_secs(10)));
+        m.insert("grpc-timeout", "123456789S".parse().unwrap());
+        let status = grpc_timeout(&m).unwrap_err().to_status();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().contains("123456789S"),
+            "{}",
+            status.message()
+        );
     }
 }

@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use conduit_registry::Tenant;
+use conduit_types::clip;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Instant;
@@ -104,15 +105,16 @@ impl From<ServeError> for HttpError {
     fn from(e: ServeError) -> Self {
         let status =
             StatusCode::from_u16(e.class().http()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Self::new(status, e.to_string())
+        Self::new(status, e.message())
     }
 }
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let too_large = self.status == StatusCode::PAYLOAD_TOO_LARGE;
-        let mut response =
-            (self.status, axum::Json(json!({ "error": self.message }))).into_response();
+        // The last guard: no message leaves longer than the cap.
+        let message = conduit_types::cap_message(self.message);
+        let mut response = (self.status, axum::Json(json!({ "error": message }))).into_response();
         if too_large {
             // The rest of the body is never read, so this connection cannot
             // carry another request: say so, or a client's pool reuses it.
@@ -490,13 +492,22 @@ async fn metrics(State(serving): State<Serving>, headers: HeaderMap) -> Answer {
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> HttpError {
-    ServeError::NotFound(format!("no route for {method} {}", uri.path())).into()
+    ServeError::NotFound(format!(
+        "no route for {} {}",
+        clip(method.as_str()),
+        clip(uri.path())
+    ))
+    .into()
 }
 
 async fn wrong_method(method: Method, uri: Uri) -> HttpError {
     HttpError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!("{method} is not allowed on {}", uri.path()),
+        format!(
+            "{} is not allowed on {}",
+            clip(method.as_str()),
+            clip(uri.path())
+        ),
     )
 }
 

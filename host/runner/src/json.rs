@@ -6,7 +6,7 @@ use super::{InferRequest, InferResponse, ServeError, param};
 use bytes::{Bytes, BytesMut};
 use conduit_proto::inference as pb;
 use conduit_runtime::{Param, ParamValue};
-use conduit_types::{DataType, Tensor, element_count};
+use conduit_types::{DataType, Tensor, clip, element_count};
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::ser::{Error as _, SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,8 @@ pub fn split_body(body: Bytes, json_len: Option<&str>) -> Result<(Bytes, Bytes),
     };
     let n: usize = value.trim().parse().map_err(|_| {
         ServeError::InvalidInput(format!(
-            "Inference-Header-Content-Length must be a byte count, got `{value}`"
+            "Inference-Header-Content-Length must be a byte count, got `{}`",
+            clip(value)
         ))
     })?;
     if n > body.len() {
@@ -127,8 +128,12 @@ pub fn decode_request(
             )));
         }
     }
-    let req: RequestJson = serde_json::from_slice(json)
-        .map_err(|e| bad(format!("malformed inference request JSON: {e}")))?;
+    let req: RequestJson = serde_json::from_slice(json).map_err(|e| {
+        bad(format!(
+            "malformed inference request JSON: {}",
+            clip(&e.to_string())
+        ))
+    })?;
     let mut offset = 0usize;
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for input in req.inputs {
@@ -139,9 +144,13 @@ pub fn decode_request(
             parameters,
             data,
         } = input;
-        let dtype: DataType = datatype
-            .parse()
-            .map_err(|_| bad(format!("input `{name}` has unknown datatype `{datatype}`")))?;
+        let shown = clip(&name);
+        let dtype: DataType = datatype.parse().map_err(|_| {
+            bad(format!(
+                "input `{shown}` has unknown datatype `{}`",
+                clip(&datatype)
+            ))
+        })?;
         super::unsupported_extensions(parameters.keys(), "input", &name)?;
         let size = parameters
             .get("binary_data_size")
@@ -150,7 +159,8 @@ pub fn decode_request(
                     .and_then(|n| usize::try_from(n).ok())
                     .ok_or_else(|| {
                         bad(format!(
-                            "input `{name}`: binary_data_size must be a byte count, got {v}"
+                            "input `{shown}`: binary_data_size must be a byte count, got {}",
+                            clip(&v.to_string())
                         ))
                     })
             })
@@ -158,14 +168,14 @@ pub fn decode_request(
         let raw = match (size, data) {
             (Some(_), Some(_)) => {
                 return Err(bad(format!(
-                    "input `{name}` has both `data` and binary_data_size; give one"
+                    "input `{shown}` has both `data` and binary_data_size; give one"
                 )));
             }
             (Some(n), None) => {
                 let left = binary.len() - offset;
                 if n > left {
                     return Err(bad(format!(
-                        "input `{name}` declares {n} bytes of binary data, but only {left} \
+                        "input `{shown}` declares {n} bytes of binary data, but only {left} \
                          remain after the JSON (is Inference-Header-Content-Length set?)"
                     )));
                 }
@@ -175,19 +185,19 @@ pub fn decode_request(
             }
             (None, Some(flat)) => {
                 let want =
-                    element_count(&shape).map_err(|e| bad(format!("input `{name}`: {e}")))?;
+                    element_count(&shape).map_err(|e| bad(format!("input `{shown}`: {e}")))?;
                 if flat.len() != want {
                     return Err(bad(format!(
-                        "input `{name}` has {} data elements; its shape {shape:?} needs {want}",
+                        "input `{shown}` has {} data elements; its shape {shape:?} needs {want}",
                         flat.len()
                     )));
                 }
                 flat.into_raw(dtype)
-                    .map_err(|m| bad(format!("input `{name}`: {m}")))?
+                    .map_err(|m| bad(format!("input `{shown}`: {m}")))?
             }
             (None, None) => {
                 return Err(bad(format!(
-                    "input `{name}` has neither `data` nor parameters.binary_data_size"
+                    "input `{shown}` has neither `data` nor parameters.binary_data_size"
                 )));
             }
         };
@@ -206,14 +216,17 @@ pub fn decode_request(
         if key == "binary_data_output" {
             modes.all_binary = value.as_bool().ok_or_else(|| {
                 bad(format!(
-                    "parameter binary_data_output must be a boolean, got {value}"
+                    "parameter binary_data_output must be a boolean, got {}",
+                    clip(&value.to_string())
                 ))
             })?;
             continue;
         }
         let value = param_value(&value).ok_or_else(|| {
             bad(format!(
-                "parameter `{key}` must be a boolean, number or string, got {value}"
+                "parameter `{}` must be a boolean, number or string, got {}",
+                clip(&key),
+                clip(&value.to_string())
             ))
         })?;
         params.push(param(key, value));
@@ -231,8 +244,9 @@ pub fn decode_request(
             None => None,
             Some(v) => Some(v.as_bool().ok_or_else(|| {
                 bad(format!(
-                    "output `{}`: binary_data must be a boolean, got {v}",
-                    o.name
+                    "output `{}`: binary_data must be a boolean, got {}",
+                    clip(&o.name),
+                    clip(&v.to_string())
                 ))
             })?),
         };

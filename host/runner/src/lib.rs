@@ -19,7 +19,7 @@
 
 mod catalog;
 mod checks;
-mod encoding;
+pub mod encoding;
 mod engine;
 mod error;
 mod generational;
@@ -27,7 +27,7 @@ pub mod grpc;
 mod held;
 mod histograms;
 pub mod http;
-mod json;
+pub mod json;
 mod limits;
 mod listen;
 mod metrics;
@@ -51,7 +51,7 @@ pub use error::{ServeError, StatusClass};
 use generational::Generational;
 pub use held::{HeldBody, HoldGuard, HoldGuardLayer};
 pub use histograms::{BATCH_BUCKETS, DURATION_BUCKETS};
-pub use limits::{ServingLimits, TenantServing};
+pub use limits::{ServingLimits, TenantServing, instant_after};
 pub use listen::{ConnectionLimits, Limited, accept_limited, incoming, serve_http, serve_router};
 pub use metrics::{Metrics, ModelCounters, ModelKey, RequestTiming};
 pub use node::{Node, NodeConfig, NodeError};

@@ -17,7 +17,7 @@
 use conduit_runtime::SandboxLimits;
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What one tenant may use on the data plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -61,7 +61,8 @@ impl TenantServing {
     /// The sandbox limits of a component call.
     pub fn sandbox(&self) -> SandboxLimits {
         SandboxLimits {
-            memory_bytes: usize::try_from(self.sandbox_memory_mib << 20).unwrap_or(usize::MAX),
+            memory_bytes: usize::try_from(self.sandbox_memory_mib.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
             deadline: Duration::from_millis(self.sandbox_deadline_ms),
             ..SandboxLimits::default()
         }
@@ -76,6 +77,16 @@ impl TenantServing {
     pub fn request_deadline(&self) -> Duration {
         Duration::from_millis(self.request_deadline_ms)
     }
+}
+
+/// `now + after`, or an instant a century away when that is past what the
+/// platform's clock can hold: a huge lease or deadline (from a client or a
+/// limits file) means no deadline in practice, never a panic.
+pub fn instant_after(now: Instant, after: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(after)
+        .or_else(|| now.checked_add(CENTURY))
+        .unwrap_or(now)
 }
 
 /// Limits for every tenant: a default and per-tenant overrides.
@@ -140,5 +151,20 @@ mod tests {
                 .contains("above 0")
         );
         assert!(ServingLimits::from_toml("[default]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn huge_limits_and_deadlines_saturate() {
+        let l = TenantServing {
+            sandbox_memory_mib: u64::MAX,
+            ..TenantServing::default()
+        };
+        assert_eq!(l.sandbox().memory_bytes, usize::MAX);
+        let now = Instant::now();
+        assert!(instant_after(now, Duration::MAX) > now + Duration::from_secs(3600));
+        assert_eq!(
+            instant_after(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
     }
 }

@@ -172,6 +172,10 @@ impl Node {
             // lasts until its answer is sent (HoldGuardLayer).
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            // A client's broken framing or undecodable message answers
+            // INVALID_ARGUMENT (tonic says INTERNAL, which we keep for our
+            // own failures); every status message is capped.
+            .layer(conduit_proto::ClientFaultLayer)
             .layer(HoldGuardLayer)
             .add_optional_service(
                 self.registry

@@ -5,7 +5,7 @@ use crate::*;
 use conduit_executor::{Backends, Executor, ModelCache};
 use conduit_registry::{Kind, ListQuery, Manifest, PipelineDef, Tenant};
 use conduit_runtime::{Component, Param, Runtime};
-use conduit_types::{Digest, NamedTensors};
+use conduit_types::{Digest, NamedTensors, clip};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -379,7 +379,9 @@ impl Serving {
                                 .map(|m| m.version.as_str())
                                 .collect::<Vec<_>>()
                                 .join(", ")
-                        }
+                        },
+                        name = clip(name),
+                        version = clip(version),
                     )),
                     other => other,
                 });
@@ -400,6 +402,7 @@ impl Serving {
             .map_err(|e| match e {
                 conduit_registry::RegistryError::NotFound(_)
                 | conduit_registry::RegistryError::InvalidArgument(_) => {
+                    let (name, version) = (clip(name), clip(version));
                     ServeError::NotFound(if version.is_empty() {
                         format!("model `{name}` not found")
                     } else {
@@ -410,8 +413,10 @@ impl Serving {
             })?;
         if manifest.name != name {
             return Err(ServeError::NotFound(format!(
-                "{version} is `{}`, not model `{name}`",
-                manifest.name
+                "{} is `{}`, not model `{}`",
+                clip(version),
+                manifest.name,
+                clip(name)
             )));
         }
         Ok(manifest)
@@ -569,15 +574,16 @@ impl Serving {
         if let Some(t) = request.timeout {
             deadline = deadline.min(t);
         }
-        let deadline = Instant::now() + deadline;
+        let deadline = instant_after(Instant::now(), deadline);
         let manifest = &target.manifest;
         let signature = host_signature(&manifest.signature)?;
         check_request(&manifest.name, &signature, &request.inputs)?;
         for wanted in &request.outputs {
             if !signature.outputs.iter().any(|o| &o.name == wanted) {
                 return Err(ServeError::InvalidInput(format!(
-                    "model `{}` has no output `{wanted}`; its outputs are {}",
+                    "model `{}` has no output `{}`; its outputs are {}",
                     manifest.name,
+                    clip(wanted),
                     list(&signature.outputs)
                 )));
             }
@@ -983,9 +989,11 @@ impl Serving {
             .find(|k| *k == "config" || k.starts_with("file:"))
         {
             return Err(ServeError::InvalidInput(format!(
-                "load parameter `{k}`: config overrides are not supported; Conduit serves \
-                 `{name}` as registered (its executor settings are part of its manifest): push \
-                 a new version with the settings you want"
+                "load parameter `{}`: config overrides are not supported; Conduit serves \
+                 `{}` as registered (its executor settings are part of its manifest): push \
+                 a new version with the settings you want",
+                clip(k),
+                clip(name)
             )));
         }
         let manifest = self.resolve(tenant, name, "").await?;

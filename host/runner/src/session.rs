@@ -12,7 +12,7 @@
 
 use crate::ServeError;
 use conduit_registry::Manifest;
-use conduit_types::{NamedTensors, Tensor};
+use conduit_types::{NamedTensors, Tensor, clip};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -177,7 +177,7 @@ impl State {
         self.expire(now);
         match self.sessions.get_mut(id) {
             Some(s) if s.tenant == tenant => {
-                s.expires = now + s.lease;
+                s.expires = crate::instant_after(now, s.lease);
                 Ok(s)
             }
             _ if self.expired_set.contains(id) => Err(SessionError::fault(
@@ -266,7 +266,7 @@ impl Sessions {
         let mut session = Session {
             tenant: tenant.to_string(),
             lease,
-            expires: now + lease,
+            expires: crate::instant_after(now, lease),
             modules: HashMap::new(),
             pinned: 0,
             values: HashMap::new(),
@@ -489,16 +489,6 @@ impl Sessions {
             .collect();
         out.sort();
         out
-    }
-}
-
-/// At most 200 characters of client text in a message, marked when cut:
-/// an echoed 17,000-character id must not make the status too large for a
-/// client's metadata limit.
-pub(crate) fn clip(s: &str) -> std::borrow::Cow<'_, str> {
-    match s.char_indices().nth(200) {
-        Some((i, _)) => format!("{}… (cut)", &s[..i]).into(),
-        None => s.into(),
     }
 }
 

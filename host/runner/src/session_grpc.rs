@@ -3,12 +3,12 @@
 //! the same path as a KServe request (limits, batching, metrics) and keeps
 //! its outputs as values, fetch returns them.
 
-use crate::session::{MAX_MODULES, SessionBudget, SessionError, Sessions, StoredValue, clip};
+use crate::session::{MAX_MODULES, SessionBudget, SessionError, Sessions, StoredValue};
 use crate::{InferRequest, ServeError, Serving, param};
 use conduit_proto::session::v1::{self as pb, session_server as server};
 use conduit_registry::{Manifest, Tenant};
 use conduit_runtime::{Param, ParamValue};
-use conduit_types::{DataType, Tensor};
+use conduit_types::{DataType, Tensor, clip};
 use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
@@ -188,7 +188,7 @@ impl server::Session for SessionService {
     ) -> Result<Response<pb::RunResponse>, Status> {
         let received = Instant::now();
         let tenant = self.tenant(&request).await?;
-        let timeout = crate::grpc::grpc_timeout(request.metadata());
+        let timeout = crate::grpc::grpc_timeout(request.metadata())?;
         let r = request.into_inner();
         let mut tensors = Vec::new();
         let mut values = Vec::new();

@@ -9,7 +9,7 @@ use conduit_proto::inference::{
 };
 use conduit_registry::{Kind, Manifest};
 use conduit_runtime::{Param, ParamValue};
-use conduit_types::DataType;
+use conduit_types::{DataType, clip};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -87,18 +87,14 @@ pub fn contents_to_raw(dtype: DataType, c: &InferTensorContents) -> Result<Bytes
             .bool_contents
             .iter()
             .for_each(|&b| out.put_u8(u8::from(b))),
-        DataType::Int8 => c.int_contents.iter().for_each(|&v| out.put_i8(v as i8)),
-        DataType::Int16 => c
-            .int_contents
-            .iter()
-            .for_each(|&v| out.put_i16_le(v as i16)),
+        // 8- and 16-bit elements travel in 32-bit fields: a value that does
+        // not fit is refused (as over JSON), never wrapped.
+        DataType::Int8 => narrow(dtype, &c.int_contents, |v: i8| out.put_i8(v))?,
+        DataType::Int16 => narrow(dtype, &c.int_contents, |v: i16| out.put_i16_le(v))?,
         DataType::Int32 => c.int_contents.iter().for_each(|&v| out.put_i32_le(v)),
         DataType::Int64 => c.int64_contents.iter().for_each(|&v| out.put_i64_le(v)),
-        DataType::Uint8 => c.uint_contents.iter().for_each(|&v| out.put_u8(v as u8)),
-        DataType::Uint16 => c
-            .uint_contents
-            .iter()
-            .for_each(|&v| out.put_u16_le(v as u16)),
+        DataType::Uint8 => narrow(dtype, &c.uint_contents, |v: u8| out.put_u8(v))?,
+        DataType::Uint16 => narrow(dtype, &c.uint_contents, |v: u16| out.put_u16_le(v))?,
         DataType::Uint32 => c.uint_contents.iter().for_each(|&v| out.put_u32_le(v)),
         DataType::Uint64 => c.uint64_contents.iter().for_each(|&v| out.put_u64_le(v)),
         DataType::Fp32 => c.fp32_contents.iter().for_each(|&v| out.put_f32_le(v)),
@@ -113,6 +109,23 @@ pub fn contents_to_raw(dtype: DataType, c: &InferTensorContents) -> Result<Bytes
         DataType::Fp16 | DataType::Bf16 => {}
     }
     Ok(out.freeze())
+}
+
+/// Puts each of `values` as the narrower `T` of `dtype`.
+///
+/// # Errors
+/// A message naming the first element out of `T`'s range.
+fn narrow<S: Copy + std::fmt::Display, T: TryFrom<S>>(
+    dtype: DataType,
+    values: &[S],
+    mut put: impl FnMut(T),
+) -> Result<(), String> {
+    for (k, &v) in values.iter().enumerate() {
+        let v =
+            T::try_from(v).map_err(|_| format!("element {k} ({v}) is out of range for {dtype}"))?;
+        put(v);
+    }
+    Ok(())
 }
 
 /// Decodes a `ModelInferRequest`.
@@ -140,20 +153,24 @@ pub fn decode_request(mut req: ModelInferRequest) -> Result<InferRequest, ServeE
             contents,
             parameters,
         } = input;
-        let dtype: DataType = datatype
-            .parse()
-            .map_err(|_| bad(format!("input `{name}` has unknown datatype `{datatype}`")))?;
+        let dtype: DataType = datatype.parse().map_err(|_| {
+            bad(format!(
+                "input `{}` has unknown datatype `{}`",
+                clip(&name),
+                clip(&datatype)
+            ))
+        })?;
         super::unsupported_extensions(parameters.keys(), "input", &name)?;
         let data = match (raw.get(i), contents) {
             (Some(r), None) => r.clone(),
             (Some(_), Some(_)) => {
                 return Err(bad(format!(
-                    "input `{name}` has both raw_input_contents and typed contents"
+                    "input `{}` has both raw_input_contents and typed contents",
+                    clip(&name)
                 )));
             }
-            (None, Some(c)) => {
-                contents_to_raw(dtype, &c).map_err(|m| bad(format!("input `{name}`: {m}")))?
-            }
+            (None, Some(c)) => contents_to_raw(dtype, &c)
+                .map_err(|m| bad(format!("input `{}`: {m}", clip(&name))))?,
             (None, None) => Bytes::new(),
         };
         let tensor = super::request_tensor(&name, dtype, shape, data)?;
