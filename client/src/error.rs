@@ -84,6 +84,7 @@ impl Error {
     /// Whether the runner behind a session is gone (reconnect and replay):
     /// unreachable, or it no longer knows the session.
     pub(crate) fn lost(status: &tonic::Status) -> bool {
+        use std::error::Error as _;
         let detail = status
             .metadata()
             .get("conduit-error")
@@ -92,6 +93,12 @@ impl Error {
             || status.code() == Code::Unavailable
             // A connection refused or reset mid-call.
             || (status.code() == Code::Unknown && status.message().contains("transport"))
+            // The transport failed the call here: a status made by this
+            // client carries its cause, one a server sent does not. A runner
+            // killed while a call waits for its connection gives hyper's
+            // "operation was canceled" as CANCELLED.
+            || (status.source().is_some()
+                && matches!(status.code(), Code::Unknown | Code::Cancelled))
     }
 }
 
@@ -126,5 +133,26 @@ impl From<conduit_registry::ClientError> for Error {
             C::Status { code, message } => Self::new(kind_of(*code), message.clone()),
             C::Protocol(m) => Self::new(ErrorKind::Internal, m.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_the_transport_failed_is_lost_and_a_servers_cancel_is_not() {
+        // What a server sent: no source.
+        assert!(!Error::lost(&tonic::Status::cancelled(
+            "cancelled by the server"
+        )));
+        assert!(!Error::lost(&tonic::Status::unknown("a handler's error")));
+        assert!(Error::lost(&tonic::Status::unavailable("gone")));
+        // What tonic makes of hyper's canceled dispatch: its cause attached.
+        let mut here = tonic::Status::cancelled("operation was canceled");
+        here.set_source(std::sync::Arc::new(std::io::Error::other(
+            "connection closed",
+        )));
+        assert!(Error::lost(&here));
     }
 }
