@@ -11,7 +11,7 @@ CONDUIT      := $(TARGET_DIR)/release/conduit
 
 # Guest components built for wasm32-wasip2 (examples and test components).
 COMPONENTS := bert-tokenizer embedding-post softmax-topk embed-pipeline \
-              adversary tensor-ops wrong-world slow-describe huge-signature
+              adversary tensor-ops wrong-world slow-describe huge-signature legacy-v01
 # Native crates whose unit tests run too (guest logic, the SDK's doc examples).
 NATIVE_TESTS := -p conduit -p conduit-types -p conduit-runtime -p conduit-executor -p conduit-runner -p conduit-registry -p conduit-proto -p conduit-scheduler -p conduit-gateway \
                 -p conduit-guest -p pooling \
@@ -41,6 +41,10 @@ test: components reference fixtures minilm-reference sidecar clients python depl
 	# The Python SDK against a real `conduit dev`: the binary `cargo test` just built.
 	CONDUIT_BIN=$(CONDUIT) WASM_DIR=$(WASM_DIR) MODEL=$(MINILM_ONNX) FIXTURES=testdata/fixtures \
 	    $(VENV_PY) -m pytest -q python/tests
+	# The Python guest SDK natively, against componentize-py's bindings and stand-in handles.
+	$(VENV_PY) -m pytest -q --doctest-modules guest-sdk-py
+	# The Python component against the Rust one on a real `conduit dev`, short: they must agree.
+	$(VENV_PY) bench/python_guest.py --conduit $(CONDUIT) --wasm-dir $(WASM_DIR) --targets rust,python --quick > /dev/null
 	$(CARGO) run --release -q -p conduit-bench --features conduit-bench/tract -- --components $(WASM_DIR) --smoke > /dev/null
 	# The suite's in-process baselines: WASM steps must equal native ones, the model must score the pair.
 	$(CARGO) run --release -q -p conduit-bench --features conduit-bench/tract -- baseline --batch 2 \
@@ -71,6 +75,10 @@ bench: components build fixtures minilm-reference python clients
 	$(CARGO) run --release -p conduit-bench --features conduit-bench/tract -- placement
 	# Sessions: remote values vs fetch-and-resend; the Python SDK vs tritonclient per call.
 	$(VENV_PY) bench/sessions.py --conduit $(CONDUIT) --wasm-dir $(WASM_DIR) --model $(MINILM_ONNX)
+	# A Python component against the Rust one and PyTriton's Python backend (bench/README.md).
+	bash bench/peers/setup.sh
+	bench/peers/.venv/bin/python bench/python_guest.py --conduit $(CONDUIT) --wasm-dir $(WASM_DIR) \
+	    --json $(TARGET_DIR)/python-guest.json
 	# Black-box fuzzing of the server, 100 s: cases, answers, findings, memory (bench/README.md).
 	$(VENV_PY) bench/fuzz_server.py --conduit $(CONDUIT) --wasm-dir $(WASM_DIR) --model $(MINILM_ONNX) \
 	    --seconds 100 --seed 7 --json $(TARGET_DIR)/fuzz-server.json
@@ -99,7 +107,7 @@ bench-suite: components build fixtures onnx-model minilm-reference
 build:
 	$(CARGO) build --release -p conduit
 
-components: target model
+components: target model py-components
 	# The benchmark's op-loop links the example ops without their export glue,
 	# so it is built on its own (a joint build would unify the `component`
 	# feature back on) and first: building it also writes featureless
@@ -109,6 +117,20 @@ components: target model
 
 target:
 	rustup target add wasm32-wasip2
+
+## Python guest components (docs/components.md, "Writing a component in Python"): each
+## source folder built by componentize-py (pinned in scripts/requirements.txt) into
+## $(WASM_DIR). Rebuilt only when its sources, the SDK or the WIT change: builds are not
+## reproducible (every build has a new digest).
+.PHONY: py-components
+PY_DEPS := $(wildcard guest-sdk-py/conduit_guest/*.py) $(wildcard wit/*.wit) \
+           scripts/build-py-component.sh scripts/requirements.txt
+PY_COMPONENTS := $(WASM_DIR)/embedding_post_py.wasm $(WASM_DIR)/py_errors.wasm
+py-components: $(PY_COMPONENTS)
+$(WASM_DIR)/embedding_post_py.wasm: $(wildcard examples/components/embedding-post-py/*.py) $(PY_DEPS) | venv
+	scripts/build-py-component.sh examples/components/embedding-post-py $@
+$(WASM_DIR)/py_errors.wasm: $(wildcard tests/components-py/py-errors/*.py) $(PY_DEPS) | venv
+	scripts/build-py-component.sh tests/components-py/py-errors $@
 
 $(VENV_PY):
 	$(PYTHON) -m venv $(VENV)

@@ -310,6 +310,7 @@ async fn run(command: Command) -> Result<()> {
             let c = runtime.load(&read(&component)?).await?;
             println!("digest: {}", c.digest());
             println!("world:  {}", c.world());
+            println!("wit:    conduit:compute@{}", c.wit_version());
             for spec in &c.signature().inputs {
                 println!("input   {spec}");
             }

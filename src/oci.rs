@@ -500,7 +500,7 @@ pub async fn push(location: &Location, args: &OciArgs, export: Export<'_>) -> Re
 }
 
 /// The component's top-level import and export names (`wasi:io/streams@0.2.0`,
-/// `conduit:compute/processor@0.1.0`): what `wkg` lists in the config's
+/// `conduit:compute/processor@0.2.0`): what `wkg` lists in the config's
 /// `component`, read without compiling.
 fn interfaces(wasm: &[u8]) -> Result<(Vec<String>, Vec<String>)> {
     use wasmparser::{Parser, Payload};

@@ -82,6 +82,8 @@ fn main() -> Result<()> {
     let mut overhead_only = false;
     let mut serving_only = false;
     let mut isolation_only = false;
+    let mut wasm_only = false;
+    let mut baseline_dir: Option<PathBuf> = None;
     let mut overhead_json: Option<PathBuf> = None;
     let mut model = PathBuf::from("testdata/minilm/model.onnx");
     let mut engine = conduit_runtime::EngineConfig::default();
@@ -99,6 +101,14 @@ fn main() -> Result<()> {
             "--overhead-only" => overhead_only = true,
             "--serving-only" => serving_only = true,
             "--isolation-only" => isolation_only = true,
+            "--wasm-only" => wasm_only = true,
+            "--baseline-components" => {
+                baseline_dir = Some(
+                    args.next()
+                        .context("--baseline-components needs a directory")?
+                        .into(),
+                )
+            }
             "--overhead-json" => {
                 overhead_json = Some(args.next().context("--overhead-json needs a file")?.into())
             }
@@ -109,7 +119,7 @@ fn main() -> Result<()> {
                     .parse()?
             }
             other => bail!(
-                "unknown argument `{other}` (use --components DIR [--model FILE.onnx] [--quick | --smoke] [--overhead-only | --serving-only | --isolation-only | --overhead-json OUT] [--keep-resident BYTES])"
+                "unknown argument `{other}` (use --components DIR [--model FILE.onnx] [--quick | --smoke] [--overhead-only | --wasm-only | --serving-only | --isolation-only | --overhead-json OUT] [--baseline-components DIR] [--keep-resident BYTES])"
             ),
         }
     }
@@ -151,7 +161,14 @@ fn main() -> Result<()> {
             overhead_json.as_deref(),
         ));
     }
-    rt.block_on(run(dir, model, budget, engine, overhead_only, smoke))
+    let only = if overhead_only {
+        Only::Overhead
+    } else if wasm_only {
+        Only::Wasm
+    } else {
+        Only::All
+    };
+    rt.block_on(run(dir, baseline_dir, model, budget, engine, only, smoke))
 }
 
 struct Bench {
@@ -213,12 +230,24 @@ fn row(name: &str, s: Stats) {
     );
 }
 
+/// How much of the micro-benchmark to run.
+#[derive(Clone, Copy, PartialEq)]
+enum Only {
+    /// Section 1: the component call's fixed cost.
+    Overhead,
+    /// Sections 1–3: the component runtime against native code.
+    Wasm,
+    /// Everything.
+    All,
+}
+
 async fn run(
     dir: PathBuf,
+    baseline_dir: Option<PathBuf>,
     model: PathBuf,
     budget: Budget,
     engine: conduit_runtime::EngineConfig,
-    overhead_only: bool,
+    only: Only,
     smoke: bool,
 ) -> Result<()> {
     let bench = Bench {
@@ -254,7 +283,7 @@ async fn run(
         "component call, tiny tensor, fresh instance",
         fresh_overhead,
     );
-    if overhead_only {
+    if only == Only::Overhead {
         return Ok(());
     }
 
@@ -275,6 +304,20 @@ async fn run(
     });
     row("tokenizer, 1 pair, WASM (whole call)", tok_pair_wasm);
     row("tokenizer, 1 pair, native", tok_pair_native);
+    // The same tokenizer built by another tree (e.g. against conduit:compute
+    // 0.1), measured in this run: the boundary's cost, version against version.
+    let tok_pair_baseline = match &baseline_dir {
+        Some(other) => {
+            let old = bench.load(other, "bert_tokenizer").await?;
+            let s = bench.call(&old, &pair, &len128).await;
+            row(
+                &format!("tokenizer, 1 pair, WASM {} build", old.wit_version()),
+                s,
+            );
+            Some((old.wit_version(), s))
+        }
+        None => None,
+    };
 
     let corpus = batch_texts(32);
     let refs: Vec<&str> = corpus.iter().map(String::as_str).collect();
@@ -407,6 +450,19 @@ async fn run(
             "| {mib:>2} MiB: copied / routed                              | {:>7.1} |",
             ratio(copied, routed)
         );
+    }
+    println!(
+        "| tokenizer 1 pair: WASM call - native (µs)            | {:>7.1} |",
+        us(tok_pair_wasm.p50) - us(tok_pair_native.p50)
+    );
+    if let Some((version, old)) = tok_pair_baseline {
+        println!(
+            "| tokenizer 1 pair: WASM {version} build - native (µs)      | {:>7.1} |",
+            us(old.p50) - us(tok_pair_native.p50)
+        );
+    }
+    if only == Only::Wasm {
+        return Ok(());
     }
     isolation::run(&bench.runtime, &dir, budget.measure).await?;
     registration_table(&dir, budget).await?;

@@ -1,7 +1,7 @@
 //! Named tensor collections: what `process` receives and returns.
 
-use crate::Error;
-use crate::bindings::conduit::compute::types::{self as wit, Tensor};
+use crate::bindings::conduit::compute::types as wit;
+use crate::{Error, Tensor};
 
 /// Named tensors handed to a component (a request's inputs, or a model's outputs).
 #[derive(Debug, Default)]
@@ -12,7 +12,10 @@ pub struct Inputs {
 impl Inputs {
     pub(crate) fn from_wit(tensors: Vec<wit::NamedTensor>) -> Self {
         Self {
-            tensors: tensors.into_iter().map(|t| (t.name, t.tensor)).collect(),
+            tensors: tensors
+                .into_iter()
+                .map(|t| (t.name, Tensor::from_host(t.dtype, t.shape, t.tensor)))
+                .collect(),
         }
     }
 
@@ -62,7 +65,7 @@ impl IntoIterator for Inputs {
 /// Named tensors a component returns (or passes to a model with [`crate::infer`]).
 #[derive(Debug, Default)]
 pub struct Outputs {
-    tensors: Vec<wit::NamedTensor>,
+    tensors: Vec<(String, Tensor)>,
 }
 
 impl Outputs {
@@ -79,10 +82,7 @@ impl Outputs {
 
     /// Adds `tensor` as `name`.
     pub fn push(&mut self, name: impl Into<String>, tensor: Tensor) {
-        self.tensors.push(wit::NamedTensor {
-            name: name.into(),
-            tensor,
-        });
+        self.tensors.push((name.into(), tensor));
     }
 
     /// How many tensors were added.
@@ -95,7 +95,15 @@ impl Outputs {
         self.tensors.is_empty()
     }
 
-    pub(crate) fn into_wit(self) -> Vec<wit::NamedTensor> {
+    /// Handles pass back as handles; tensors made here cross as data, with
+    /// the call's result (no host call each).
+    pub(crate) fn into_wit(self) -> Vec<wit::NamedValue> {
         self.tensors
+            .into_iter()
+            .map(|(name, tensor)| wit::NamedValue {
+                name,
+                value: tensor.into_wit(),
+            })
+            .collect()
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! A component implements [`Processor`] and registers it with [`export!`]. The
 //! SDK wraps the `conduit:compute` WIT bindings: tensors are host-held handles
-//! ([`Tensor`]) read as typed vectors, inputs are taken by name ([`Inputs`]),
+//! ([`Tensor`]) read as typed vectors, or data the component made and returns
+//! with the call's result; inputs are taken by name ([`Inputs`]),
 //! parameters read with defaults ([`Params`]), and every failure is an
 //! [`Error`] that reaches the caller as a typed status.
 //!
@@ -22,7 +23,7 @@
 //!         let x = inputs.take("x")?;
 //!         let factor = params.f64_or("factor", 2.0)? as f32;
 //!         let y: Vec<f32> = x.to_f32()?.iter().map(|v| v * factor).collect();
-//!         Ok(Outputs::new().with("y", Tensor::from_f32(&x.shape(), y)?))
+//!         Ok(Outputs::new().with("y", Tensor::from_f32(x.shape(), y)?))
 //!     }
 //! }
 //!
@@ -32,7 +33,9 @@
 //! Components are built for `wasm32-wasip2`
 //! (`cargo build --release --target wasm32-wasip2`); the output is a component.
 //! A component that calls [`infer`] targets the `pipeline` world; one that
-//! does not is an `op`.
+//! does not is an `op`. Components built with this SDK target
+//! `conduit:compute@0.2.0` (one host call to read an input, none to return
+//! an output).
 
 #[doc(hidden)]
 pub mod bindings {
@@ -93,7 +96,7 @@ macro_rules! export {
                 inputs: ::std::vec::Vec<$crate::bindings::conduit::compute::types::NamedTensor>,
                 params: ::std::vec::Vec<$crate::bindings::conduit::compute::types::Param>,
             ) -> ::std::result::Result<
-                ::std::vec::Vec<$crate::bindings::conduit::compute::types::NamedTensor>,
+                ::std::vec::Vec<$crate::bindings::conduit::compute::types::NamedValue>,
                 $crate::bindings::conduit::compute::types::Error,
             > {
                 $crate::__private::process::<$ty>(inputs, params)
@@ -121,7 +124,7 @@ pub mod __private {
     pub fn process<P: Processor>(
         inputs: Vec<wit::NamedTensor>,
         params: Vec<wit::Param>,
-    ) -> Result<Vec<wit::NamedTensor>, wit::Error> {
+    ) -> Result<Vec<wit::NamedValue>, wit::Error> {
         P::process(Inputs::from_wit(inputs), Params::from_wit(params))
             .map(|outputs| outputs.into_wit())
             .map_err(|e| e.into_wit())

@@ -5,8 +5,9 @@ use crate::{Error, Inputs, Outputs};
 
 /// Runs the model `name` (`name`, `name@version`, `name:tag` or a digest) on `inputs`.
 ///
-/// Tensors are passed as host handles: nothing is copied into or out of the
-/// component unless it reads the results. Using this makes the component a
+/// Host-held tensors are passed as handles and the results come back as
+/// handles: nothing is copied into or out of the component unless it made
+/// the inputs or reads the results. Using this makes the component a
 /// `pipeline`-world component.
 ///
 /// # Errors

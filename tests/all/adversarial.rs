@@ -240,7 +240,7 @@ async fn bad_binaries_are_rejected_at_load() {
             "wrong world",
             component_bytes("wrong-world"),
             "wrong_world",
-            "conduit:compute/processor@0.1.0",
+            "conduit:compute/processor@0.2.0",
         ),
     ];
     for (name, bytes, kind, message) in cases {

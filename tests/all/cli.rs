@@ -67,6 +67,7 @@ fn describe_prints_world_and_signature() {
     let digest = conduit_types::Digest::of(&std::fs::read(&path).unwrap());
     assert!(stdout.contains(&format!("digest: {digest}")), "{stdout}");
     assert!(stdout.contains("world:  pipeline"), "{stdout}");
+    assert!(stdout.contains("wit:    conduit:compute@0.2.0"), "{stdout}");
     assert!(
         stdout.contains("input   input_ids: INT64[-1, -1]"),
         "{stdout}"
@@ -81,7 +82,7 @@ fn describe_prints_world_and_signature() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("conduit:compute/processor@0.1.0"),
+        stderr.contains("conduit:compute/processor@0.2.0"),
         "{stderr}"
     );
 }

@@ -95,6 +95,31 @@ async fn tensors_kept_across_calls_never_accumulate() {
 }
 
 #[tokio::test]
+async fn outputs_returned_as_data_count_against_the_output_budget() {
+    let rt = runtime();
+    let c = rt.load(&component_bytes("adversary")).await.unwrap();
+    let small = SandboxLimits {
+        max_output_bytes: 1 << 20,
+        ..limits(5_000)
+    };
+    let attack = |mib: i64| [str_param("attack", "inline-output"), int_param("mib", mib)];
+    // 2 MiB returned with the result (WIT 0.2), no `create` call: the same budget.
+    let err = rt
+        .process(&c, x(), &attack(2), &ctx(small.clone(), None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "output_too_large", "{err:?}");
+    assert!(err.to_string().contains("over the limit"), "{err}");
+    // Under the default budget the same call is served.
+    let out = rt
+        .process(&c, x(), &attack(2), &ctx(limits(5_000), None))
+        .await
+        .unwrap();
+    assert_eq!(output(&out, "y").byte_size(), 2 << 20);
+    victim_is_served(rt, "test").await;
+}
+
+#[tokio::test]
 async fn shapes_outputs_and_signatures_are_bounded() {
     let rt = runtime();
     let c = rt.load(&component_bytes("adversary")).await.unwrap();

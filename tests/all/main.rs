@@ -16,6 +16,7 @@ mod hostile;
 mod isolation;
 mod logs;
 mod oci;
+mod python_guest;
 mod registry;
 mod registry_bad_input;
 mod remote_executor;

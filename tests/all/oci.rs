@@ -469,7 +469,7 @@ fn components_travel_through_a_real_oci_registry() {
     assert_eq!(config["layerDigests"], serde_json::json!([layer_digest]));
     let exports = config["component"]["exports"].as_array().unwrap();
     assert!(
-        exports.contains(&serde_json::json!("conduit:compute/processor@0.1.0")),
+        exports.contains(&serde_json::json!("conduit:compute/processor@0.2.0")),
         "{config}"
     );
     let imports = config["component"]["imports"].as_array().unwrap();

@@ -440,3 +440,51 @@ async fn unloading_forgets_the_component_but_not_calls_holding_it() {
     assert_eq!(again.digest(), c.digest());
     assert!(rt.get(&c.digest()).is_some());
 }
+
+#[tokio::test]
+async fn components_built_against_wit_0_1_are_still_served() {
+    use conduit_runtime::{CallContext, Param, ParamValue, WitVersion};
+    let rt = small_runtime(4);
+    let legacy = rt.load(&component_bytes("legacy-v01")).await.unwrap();
+    assert_eq!(legacy.wit_version(), WitVersion::V0_1);
+    assert_eq!(legacy.world(), World::Op);
+    assert_eq!(legacy.signature().outputs[0].name, "y");
+    let current = rt.load(&component_bytes("tensor-ops")).await.unwrap();
+    assert_eq!(current.wit_version(), WitVersion::V0_2);
+
+    let t = CallContext::new("t");
+    let x = || {
+        vec![(
+            "x".to_string(),
+            Tensor::from_f32(vec![3], &[1.0, -2.0, 4.0]).unwrap(),
+        )]
+    };
+    let factor = |f: f64| Param {
+        name: "factor".into(),
+        value: ParamValue::Double(f),
+    };
+    let (out, fresh) = rt.process_traced(&legacy, x(), &[factor(0.5)], &t).await;
+    assert!(fresh);
+    let out = out.unwrap();
+    assert_eq!(output(&out, "y").to_f32().unwrap(), vec![0.5, -1.0, 2.0]);
+    assert_eq!(output(&out, "y").shape(), &[3]);
+    // Its instance is reused like any other (it left no handles behind).
+    let (out, fresh) = rt.process_traced(&legacy, x(), &[], &t).await;
+    assert!(!fresh, "a 0.1 instance must be reused");
+    assert_eq!(
+        output(&out.unwrap(), "y").to_f32().unwrap(),
+        vec![2.0, -4.0, 8.0]
+    );
+    // Its errors cross as before.
+    let bad = Param {
+        name: "factor".into(),
+        value: ParamValue::String("two".into()),
+    };
+    match rt.process(&legacy, x(), &[bad], &t).await {
+        Err(RuntimeError::Guest(e)) => {
+            assert_eq!(e.kind(), "invalid_input");
+            assert!(e.message().contains("must be a double"), "{e}");
+        }
+        other => panic!("expected a guest error, got {other:?}"),
+    }
+}

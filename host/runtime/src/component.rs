@@ -1,17 +1,15 @@
 //! A compiled, validated component, ready to instantiate.
 
-use crate::bindings::PipelinePre;
-use crate::state::CallState;
+use crate::abi::{Pre, WitVersion};
 use crate::{Digest, GuestError, NamedTensors, RuntimeError, Signature, World};
 use std::sync::Arc;
 use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 
-/// The interface every component must export.
-pub(crate) const PROCESSOR_EXPORT: &str = "conduit:compute/processor@0.1.0";
+/// The interface every component must export, in one of the served versions.
+const PROCESSOR_EXPORT: &str = "conduit:compute/processor@";
 const CONDUIT_PREFIX: &str = "conduit:compute/";
-const CONDUIT_VERSION: &str = "@0.1.";
-const MODEL_IMPORT: &str = "conduit:compute/model@0.1.";
+const MODEL_IMPORT: &str = "conduit:compute/model@";
 
 /// A loaded component: compiled for this engine, linked, its signature read.
 ///
@@ -19,8 +17,9 @@ const MODEL_IMPORT: &str = "conduit:compute/model@0.1.";
 pub struct Component {
     pub(crate) digest: Digest,
     pub(crate) world: World,
+    pub(crate) version: WitVersion,
     pub(crate) signature: Signature,
-    pub(crate) pre: PipelinePre<CallState>,
+    pub(crate) pre: Pre,
     pub(crate) label: Arc<str>,
 }
 
@@ -33,6 +32,11 @@ impl Component {
     /// The world it targets.
     pub fn world(&self) -> World {
         self.world
+    }
+
+    /// The version of `conduit:compute` it was built against.
+    pub fn wit_version(&self) -> WitVersion {
+        self.version
     }
 
     /// Its `describe()` signature.
@@ -79,31 +83,51 @@ impl std::fmt::Debug for Component {
         f.debug_struct("Component")
             .field("digest", &self.digest)
             .field("world", &self.world)
+            .field("version", &self.version)
             .field("signature", &self.signature)
             .finish()
     }
 }
 
-/// Checks a compiled component's imports and exports against the Conduit worlds.
+/// Checks a compiled component's imports and exports against the Conduit
+/// worlds of every served version, and says which world and version it targets.
 ///
 /// # Errors
-/// [`RuntimeError::WrongWorld`] when the processor export is missing or the
-/// component imports an interface that is neither WASI nor `conduit:compute@0.1`.
+/// [`RuntimeError::WrongWorld`] when the processor export is missing, of a
+/// version this host does not serve, or the component imports an interface
+/// that is neither WASI nor `conduit:compute` of its export's version.
 pub(crate) fn classify_world(
     engine: &Engine,
     component: &wasmtime::component::Component,
-) -> Result<World, RuntimeError> {
+) -> Result<(World, WitVersion), RuntimeError> {
     let ty = component.component_type();
     let exports: Vec<String> = ty
         .exports(engine)
         .map(|(name, _)| name.to_string())
         .collect();
-    if !exports.iter().any(|e| e == PROCESSOR_EXPORT) {
+    let served = || {
+        WitVersion::ALL
+            .iter()
+            .map(|v| format!("{PROCESSOR_EXPORT}{v}"))
+            .collect::<Vec<_>>()
+            .join("` or `")
+    };
+    let Some(export) = exports.iter().find(|e| e.starts_with(PROCESSOR_EXPORT)) else {
         return Err(RuntimeError::WrongWorld(format!(
-            "it does not export `{PROCESSOR_EXPORT}` (exports: [{}])",
+            "it does not export `{}` (exports: [{}])",
+            served(),
             exports.join(", ")
         )));
-    }
+    };
+    let version = WitVersion::ALL
+        .into_iter()
+        .find(|v| export[PROCESSOR_EXPORT.len()..] == *v.as_str())
+        .ok_or_else(|| {
+            RuntimeError::WrongWorld(format!(
+                "it exports `{export}`; this host serves `{}`",
+                served()
+            ))
+        })?;
     let mut world = World::Op;
     for (name, item) in ty.imports(engine) {
         if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
@@ -111,13 +135,15 @@ pub(crate) fn classify_world(
                 "it imports `{name}`, which is not an interface"
             )));
         }
-        if name.starts_with(MODEL_IMPORT) {
-            world = World::Pipeline;
-        } else if name.starts_with(CONDUIT_PREFIX) {
-            if !name.contains(CONDUIT_VERSION) {
+        if name.starts_with(CONDUIT_PREFIX) {
+            if !name.contains(version.interface_suffix()) {
                 return Err(RuntimeError::WrongWorld(format!(
-                    "it imports `{name}`; this host provides conduit:compute@0.1"
+                    "it exports `{export}` but imports `{name}`: a component targets one \
+                     version of conduit:compute"
                 )));
+            }
+            if name.starts_with(MODEL_IMPORT) {
+                world = World::Pipeline;
             }
         } else if !name.starts_with("wasi:") {
             return Err(RuntimeError::WrongWorld(format!(
@@ -125,5 +151,5 @@ pub(crate) fn classify_world(
             )));
         }
     }
-    Ok(world)
+    Ok((world, version))
 }

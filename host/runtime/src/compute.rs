@@ -1,6 +1,6 @@
-//! The compute pool: guest code runs on threads of its own, never on the
-//! threads that accept connections and decode requests, and each tenant may
-//! run only a few calls there at once.
+//! The compute pool: guest code runs on threads of its own, not on the
+//! threads that accept connections and decode requests (but for a call's
+//! first slice, below), and each tenant may run only a few calls at once.
 //!
 //! Calls are tasks on a dedicated Tokio runtime. Guest code yields at every
 //! epoch tick (see `arm_deadline`), so runnable calls take turns on the
@@ -8,11 +8,22 @@
 //! heavy or looping calls from filling the run queue ahead of another
 //! tenant's cheap one. A tenant's calls past its cap wait, in order, within
 //! their deadline.
+//!
+//! **The first slice runs inline.** Handing a call to another thread costs
+//! two thread wake-ups, 4–14 µs on a 2-core VM: more than a warm tokenizer
+//! call itself. So a call that finds one of its tenant's slots free starts on
+//! the caller's thread and runs there until it first yields: most calls
+//! finish before that. One that yields — at the first epoch tick (at most
+//! one tick, 2 ms by default), or to wait on a model — goes on as a task of
+//! the pool. A request thread thus runs at most one tick of a call, and only
+//! within the tenant's running slots.
 
 use crate::RuntimeError;
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Instant;
 use tokio::sync::Semaphore;
 
@@ -42,10 +53,12 @@ impl ComputePool {
         })
     }
 
-    /// Runs the future `work(share)` makes on the pool for `tenant`, once one
-    /// of the tenant's running slots is free; `share` holds that slot and can
-    /// give it up while the call waits on something other than guest code.
-    /// Dropping the returned future cancels the work.
+    /// Runs the future `work(share)` makes for `tenant` once one of the
+    /// tenant's running slots is free: its first slice on this thread when a
+    /// slot is free at once, the rest (or all of it, after a wait) on the
+    /// pool; `share` holds that slot and can give it up while the call waits
+    /// on something other than guest code. Dropping the returned future
+    /// cancels the work.
     ///
     /// # Errors
     /// [`RuntimeError::Overloaded`] when no slot of the tenant frees up before
@@ -63,6 +76,33 @@ impl ComputePool {
             .entry(tenant.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant)))
             .clone();
+        // The first slice inline, when a slot is free now.
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            let share = Share::new(slots, permit);
+            let mut work = Box::pin(work(share.clone()));
+            // A panic stays this call's error, as it would in a pool task.
+            let first = std::future::poll_fn(|cx| {
+                let poll = std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx)));
+                Poll::Ready(poll)
+            })
+            .await;
+            match first {
+                Ok(Poll::Ready(out)) => {
+                    share.release();
+                    return Ok(out);
+                }
+                Ok(Poll::Pending) => {}
+                Err(_) => {
+                    return Err(RuntimeError::Internal(
+                        "component task failed: it panicked".into(),
+                    ));
+                }
+            }
+            // It yielded: the rest runs on the pool. (Every leaf future the
+            // call awaits registers the pool task's waker when it is polled
+            // there next; wasmtime's fiber moves with the future.)
+            return self.spawn(share, work).await;
+        }
         let permit = match tokio::time::timeout_at(deadline.into(), slots.clone().acquire_owned())
             .await
         {
@@ -75,12 +115,18 @@ impl ComputePool {
                 )));
             }
         };
-        let runtime = self.runtime.as_ref().expect("compute pool is running");
-        let share = Share {
-            slots,
-            permit: Arc::new(std::sync::Mutex::new(Some(permit))),
-        };
+        let share = Share::new(slots, permit);
         let work = work(share.clone());
+        self.spawn(share, work).await
+    }
+
+    /// Runs `work` as a task of the pool, releasing `share` when it is done.
+    async fn spawn<T: Send + 'static>(
+        &self,
+        share: Share,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, RuntimeError> {
+        let runtime = self.runtime.as_ref().expect("compute pool is running");
         let task = AbortOnDrop(runtime.spawn(async move {
             let out = work.await;
             // Explicitly: clones of the share may outlive the call (in a warm
@@ -100,6 +146,13 @@ pub(crate) struct Share {
 }
 
 impl Share {
+    fn new(slots: Arc<Semaphore>, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        Self {
+            slots,
+            permit: Arc::new(std::sync::Mutex::new(Some(permit))),
+        }
+    }
+
     /// Gives the slot back for good (the call is over).
     fn release(&self) {
         self.permit.lock().expect("share lock").take();

@@ -57,7 +57,7 @@ pub enum RuntimeError {
     #[error("invalid component: {0}")]
     InvalidComponent(String),
     /// A valid component that does not fit a Conduit world (no processor export, unknown imports).
-    #[error("component does not target conduit:compute@0.1 (world `op` or `pipeline`): {0}")]
+    #[error("component does not target conduit:compute 0.1 or 0.2 (world `op` or `pipeline`): {0}")]
     WrongWorld(String),
     /// The component returned an error.
     #[error("component error: {0}")]

@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+mod abi;
 mod bindings;
 mod budget;
 mod cache;
@@ -41,6 +42,7 @@ mod pool;
 mod runtime;
 mod state;
 
+pub use abi::WitVersion;
 pub use bindings::{Param, ParamValue};
 pub use call::CallContext;
 pub use component::Component;

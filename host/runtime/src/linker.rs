@@ -11,7 +11,7 @@
 //! shadow the linked `@0.2.12` implementation.)
 
 use crate::RuntimeError;
-use crate::bindings::Pipeline;
+use crate::bindings::{v1, v2};
 use crate::state::CallState;
 use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
@@ -34,7 +34,10 @@ impl wasmtime_wasi_io::IoView for CallState {
 pub(crate) fn base_linker(engine: &Engine) -> Result<Linker<CallState>, RuntimeError> {
     let internal = |e: wasmtime::Error| RuntimeError::Internal(format!("building the linker: {e}"));
     let mut l = Linker::new(engine);
-    Pipeline::add_to_linker::<CallState, HasSelf<CallState>>(&mut l, |s| s).map_err(internal)?;
+    v1::Pipeline::add_to_linker::<CallState, HasSelf<CallState>>(&mut l, |s| s)
+        .map_err(internal)?;
+    v2::Pipeline::add_to_linker::<CallState, HasSelf<CallState>>(&mut l, |s| s)
+        .map_err(internal)?;
     wasmtime_wasi_io::add_to_linker_async(&mut l).map_err(internal)?;
     (|| -> wasmtime::Result<()> {
         clocks::wall_clock::add_to_linker::<CallState, WasiClocks>(&mut l, CallState::clocks)?;

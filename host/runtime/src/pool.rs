@@ -9,7 +9,7 @@
 //! out of slots, and expired after an idle time so their memory goes back.
 
 use crate::Digest;
-use crate::bindings::Pipeline;
+use crate::abi::Bound;
 use crate::state::CallState;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,7 @@ use wasmtime::Store;
 /// An instance with its store and the pool slot it occupies.
 pub(crate) struct Warm {
     pub store: Store<CallState>,
-    pub instance: Pipeline,
+    pub instance: Bound,
     pub permit: OwnedSemaphorePermit,
     pub uses: u32,
     pub idle_since: Instant,

@@ -1,14 +1,12 @@
 //! The component runtime: load (compile, cache, validate, describe) and call.
 
 use crate::NamedTensors;
-use crate::bindings::{
-    Param, Pipeline, PipelinePre, WitError, conduit::compute::types::NamedTensor,
-};
+use crate::abi::Pre;
+use crate::bindings::Param;
 use crate::budget::MemoryBudgets;
 use crate::cache::Compiler;
 use crate::component::{Component, classify_world};
 use crate::compute::{ComputePool, Share};
-use crate::convert::from_wit_error;
 use crate::engine::{EpochTicker, build_engine, compatibility_key};
 use crate::linker::{DeniedImport, base_linker, component_linker};
 use crate::model::ModelBackend;
@@ -136,18 +134,19 @@ impl Runtime {
         let started = Instant::now();
         let inner = self.inner.clone();
         let owned = bytes.to_vec();
-        let (world, pre) = tokio::task::spawn_blocking(move || -> Result<_, RuntimeError> {
-            let compiled = inner.compiler.compile(&digest, &owned)?;
-            let world = classify_world(&inner.engine, &compiled)?;
-            let linker = component_linker(&inner.linker, &compiled)?;
-            let pre = linker
-                .instantiate_pre(&compiled)
-                .and_then(PipelinePre::new)
-                .map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
-            Ok((world, pre))
-        })
-        .await
-        .map_err(|e| RuntimeError::Internal(format!("compile task failed: {e}")))??;
+        let (world, version, pre) =
+            tokio::task::spawn_blocking(move || -> Result<_, RuntimeError> {
+                let compiled = inner.compiler.compile(&digest, &owned)?;
+                let (world, version) = classify_world(&inner.engine, &compiled)?;
+                let linker = component_linker(&inner.linker, &compiled)?;
+                let pre = linker
+                    .instantiate_pre(&compiled)
+                    .and_then(|pre| Pre::new(version, pre))
+                    .map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
+                Ok((world, version, pre))
+            })
+            .await
+            .map_err(|e| RuntimeError::Internal(format!("compile task failed: {e}")))??;
         let label: Arc<str> = digest.short().into();
         let signature = self
             .describe(&pre, label.clone())
@@ -159,11 +158,12 @@ impl Runtime {
         let component = Arc::new(Component {
             digest,
             world,
+            version,
             signature,
             pre,
             label,
         });
-        tracing::info!(component = %digest, %world, elapsed_ms = started.elapsed().as_millis() as u64, "component loaded");
+        tracing::info!(component = %digest, %world, %version, elapsed_ms = started.elapsed().as_millis() as u64, "component loaded");
         let mut map = self.inner.components.write().expect("component map lock");
         Ok(map.entry(digest).or_insert(component).clone())
     }
@@ -320,7 +320,7 @@ impl Runtime {
             }
         };
         prepare(&mut warm.store, limits, ctx, deadline);
-        let call = call_process(&warm.instance, &mut warm.store, inputs, params);
+        let call = warm.instance.process(&mut warm.store, inputs, params);
         // Epoch interruption stops guest code; this also stops a guest
         // blocked in a host call (a WASI sleep or poll) at the deadline.
         let result = tokio::time::timeout_at(deadline.into(), call)
@@ -328,8 +328,7 @@ impl Runtime {
             .unwrap_or_else(|_| Err(wasmtime::Error::new(Trap::Interrupt)));
         warm.uses += 1;
         let (outcome, healthy) = match result {
-            Ok(Ok(outputs)) => (take_outputs(&mut warm.store, outputs), true),
-            Ok(Err(e)) => (Err(RuntimeError::Guest(from_wit_error(e))), true),
+            Ok(outcome) => (outcome, true),
             // A trapped (or interrupted) instance can never be entered again.
             Err(e) => (Err(classify_trap(e, limits)), false),
         };
@@ -366,10 +365,9 @@ impl Runtime {
             .new_store(component.label.clone(), &ctx.tenant, deadline)
             .await?;
         prepare(&mut store, limits, ctx, deadline);
-        let made =
-            tokio::time::timeout_at(deadline.into(), component.pre.instantiate_async(&mut store))
-                .await
-                .unwrap_or_else(|_| Err(wasmtime::Error::new(Trap::Interrupt)));
+        let made = tokio::time::timeout_at(deadline.into(), component.pre.instantiate(&mut store))
+            .await
+            .unwrap_or_else(|_| Err(wasmtime::Error::new(Trap::Interrupt)));
         match made {
             Ok(instance) => Ok(Warm {
                 store,
@@ -388,11 +386,7 @@ impl Runtime {
 
     /// Reads a component's signature in a fresh instance, on the compute
     /// pool, under its own deadline (instantiation and blocking calls included).
-    async fn describe(
-        &self,
-        pre: &PipelinePre<CallState>,
-        label: Arc<str>,
-    ) -> Result<Signature, RuntimeError> {
+    async fn describe(&self, pre: &Pre, label: Arc<str>) -> Result<Signature, RuntimeError> {
         let limits = SandboxLimits {
             deadline: DESCRIBE_DEADLINE,
             ..SandboxLimits::default()
@@ -404,18 +398,13 @@ impl Runtime {
             let (mut store, permit) = this.new_store(label, &tenant, deadline).await?;
             arm_deadline(&mut store, deadline);
             let call = async {
-                let instance = pre.instantiate_async(&mut store).await?;
-                instance
-                    .conduit_compute_processor()
-                    .call_describe(&mut store)
-                    .await
+                let instance = pre.instantiate(&mut store).await?;
+                instance.describe(&mut store).await
             };
             let result = tokio::time::timeout_at(deadline.into(), call)
                 .await
                 .unwrap_or_else(|_| Err(wasmtime::Error::new(Trap::Interrupt)));
-            let outcome = result
-                .map(Signature::from)
-                .map_err(|e| classify_trap(e, &limits));
+            let outcome = result.map_err(|e| classify_trap(e, &limits));
             store.data().flush_logs();
             this.teardown(Teardown { store, permit });
             outcome
@@ -546,41 +535,6 @@ fn arm_deadline(store: &mut Store<CallState>, deadline: Instant) {
             Ok(UpdateDeadline::Yield(1))
         }
     });
-}
-
-async fn call_process(
-    instance: &Pipeline,
-    store: &mut Store<CallState>,
-    inputs: NamedTensors,
-    params: &[Param],
-) -> wasmtime::Result<Result<Vec<NamedTensor>, WitError>> {
-    let mut handles = Vec::with_capacity(inputs.len());
-    for (name, tensor) in inputs {
-        handles.push(NamedTensor {
-            name,
-            tensor: store.data_mut().push_input(tensor)?,
-        });
-    }
-    instance
-        .conduit_compute_processor()
-        .call_process(&mut *store, &handles, params)
-        .await
-}
-
-fn take_outputs(
-    store: &mut Store<CallState>,
-    outputs: Vec<NamedTensor>,
-) -> Result<NamedTensors, RuntimeError> {
-    let state = store.data_mut();
-    outputs
-        .into_iter()
-        .map(|o| {
-            let tensor = state
-                .remove_tensor(o.tensor)
-                .map_err(|e| RuntimeError::Internal(format!("output `{}`: {e}", o.name)))?;
-            Ok((o.name, tensor))
-        })
-        .collect()
 }
 
 /// Maps a wasmtime error from instantiation or a call to its kind.

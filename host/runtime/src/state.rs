@@ -139,20 +139,38 @@ impl CallState {
 
     /// Stores a tensor the guest created, charging it to the call's budget.
     pub(crate) fn push_created(&mut self, tensor: Tensor) -> Result<Resource<Tensor>> {
-        self.created_bytes += tensor.byte_size();
-        self.created_tensors += 1;
+        self.charge_bytes(tensor.byte_size())?;
+        self.push_view(tensor)
+    }
+
+    /// Charges a tensor the guest returned as data (0.2) to the call's
+    /// budget: its bytes, its shape and one handle, as `create` would.
+    pub(crate) fn charge_created(&mut self, tensor: &Tensor) -> Result<()> {
+        self.charge_bytes(tensor.byte_size())?;
+        self.charge_handle(tensor)
+    }
+
+    /// Stores a tensor that shares existing storage: it counts as a handle,
+    /// and its shape (the host's own copy) counts against the byte budget.
+    pub(crate) fn push_view(&mut self, tensor: Tensor) -> Result<Resource<Tensor>> {
+        self.charge_handle(&tensor)?;
+        let handle = self.table.push(tensor)?;
+        self.live_tensors += 1;
+        Ok(handle)
+    }
+
+    fn charge_bytes(&mut self, bytes: usize) -> Result<()> {
+        self.created_bytes = self.created_bytes.saturating_add(bytes);
         if self.created_bytes > self.limits.max_output_bytes {
             return Err(wasmtime::Error::new(OutputBudgetExceeded(format!(
                 "created {} bytes of tensors, over the limit of {}",
                 self.created_bytes, self.limits.max_output_bytes
             ))));
         }
-        self.push_view(tensor)
+        Ok(())
     }
 
-    /// Stores a tensor that shares existing storage: it counts as a handle,
-    /// and its shape (the host's own copy) counts against the byte budget.
-    pub(crate) fn push_view(&mut self, tensor: Tensor) -> Result<Resource<Tensor>> {
+    fn charge_handle(&mut self, tensor: &Tensor) -> Result<()> {
         self.created_tensors += 1;
         if self.created_tensors > self.limits.max_tensors {
             return Err(wasmtime::Error::new(OutputBudgetExceeded(format!(
@@ -167,9 +185,7 @@ impl CallState {
                 self.created_bytes, self.limits.max_output_bytes
             ))));
         }
-        let handle = self.table.push(tensor)?;
-        self.live_tensors += 1;
-        Ok(handle)
+        Ok(())
     }
 }
 

@@ -42,7 +42,7 @@ impl Processor for BertTokenizer {
             )));
         }
         let shape = text.shape();
-        let (batch, width) = match *shape.as_slice() {
+        let (batch, width) = match *shape {
             [b] => (b, 1),
             [b, w @ (1 | 2)] => (b, w),
             [_, w] => {

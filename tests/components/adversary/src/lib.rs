@@ -4,8 +4,16 @@
 
 #[cfg(target_arch = "wasm32")]
 mod component {
+    use conduit_guest::bindings::conduit::compute::types as wit;
     use conduit_guest::{DataType, Error, Inputs, Outputs, Params, Processor, Signature, Tensor};
     use std::hint::black_box;
+
+    /// A tensor the host holds (the raw `create` call; the SDK keeps tensors
+    /// it makes in the component until they are returned).
+    fn host_tensor(bytes: usize) -> Result<wit::Tensor, Error> {
+        wit::Tensor::create(&[bytes as i64], &wit::TensorData::Uint8(vec![1u8; bytes]))
+            .map_err(Error::from)
+    }
 
     struct Adversary;
 
@@ -58,12 +66,20 @@ mod component {
                 "unreachable" => core::arch::wasm32::unreachable(),
                 "panic" => panic!("the adversary panicked on purpose"),
                 "huge-output" => {
-                    let mut out = Outputs::new();
-                    for i in 0.. {
-                        let t = Tensor::from_u8(&[32 << 20], vec![1u8; 32 << 20])?;
-                        out.push(format!("y{i}"), t);
+                    // Host-held tensors made one after another: the call's
+                    // output budget stops it, not the guest's memory.
+                    let mut made = Vec::new();
+                    loop {
+                        made.push(host_tensor(32 << 20)?);
                     }
-                    Ok(out)
+                }
+                "inline-output" => {
+                    // `mib` MiB returned as data with the call's result.
+                    let mib = params.i64_or("mib", 2)? as usize;
+                    Ok(Outputs::new().with(
+                        "y",
+                        Tensor::from_u8(&[(mib << 20) as i64], vec![1; mib << 20])?,
+                    ))
                 }
                 "many-handles" => {
                     let x = inputs.take("x")?;
@@ -90,8 +106,9 @@ mod component {
                 "keep" => {
                     // Tensors kept in a global across calls: host memory held by the
                     // instance. Answers how many this instance holds.
-                    static KEPT: std::sync::Mutex<Vec<Tensor>> = std::sync::Mutex::new(Vec::new());
-                    let t = Tensor::from_u8(&[4 << 20], vec![3u8; 4 << 20])?;
+                    static KEPT: std::sync::Mutex<Vec<wit::Tensor>> =
+                        std::sync::Mutex::new(Vec::new());
+                    let t = host_tensor(4 << 20)?;
                     let mut kept = KEPT.lock().unwrap();
                     kept.push(t);
                     let n = kept.len();

@@ -28,7 +28,7 @@ mod component {
                 match op.as_str() {
                     "route" => out.push(name, t),
                     "copy" => {
-                        let copied = Tensor::create(&t.shape(), &t.read()).map_err(Error::from)?;
+                        let copied = Tensor::create(t.shape(), t.read())?;
                         out.push(name, copied);
                     }
                     "slice" => {
@@ -46,10 +46,7 @@ mod component {
                     }
                     "raw" => {
                         let raw = t.read_raw(0, t.byte_size()).map_err(Error::from)?;
-                        out.push(
-                            name,
-                            Tensor::from_raw(t.dtype(), &t.shape(), &raw).map_err(Error::from)?,
-                        );
+                        out.push(name, Tensor::from_raw(t.dtype(), t.shape(), &raw)?);
                     }
                     "describe" => {
                         let text =
