@@ -125,12 +125,14 @@ target:
 .PHONY: py-components
 PY_DEPS := $(wildcard guest-sdk-py/conduit_guest/*.py) $(wildcard wit/*.wit) \
            scripts/build-py-component.sh scripts/requirements.txt
-PY_COMPONENTS := $(WASM_DIR)/embedding_post_py.wasm $(WASM_DIR)/py_errors.wasm
+PY_COMPONENTS := $(WASM_DIR)/embedding_post_py.wasm $(WASM_DIR)/py_errors.wasm $(WASM_DIR)/py_pipeline.wasm
 py-components: $(PY_COMPONENTS)
 $(WASM_DIR)/embedding_post_py.wasm: $(wildcard examples/components/embedding-post-py/*.py) $(PY_DEPS) | venv
 	scripts/build-py-component.sh examples/components/embedding-post-py $@
 $(WASM_DIR)/py_errors.wasm: $(wildcard tests/components-py/py-errors/*.py) $(PY_DEPS) | venv
 	scripts/build-py-component.sh tests/components-py/py-errors $@
+$(WASM_DIR)/py_pipeline.wasm: $(wildcard tests/components-py/py-pipeline/*.py) $(PY_DEPS) | venv
+	scripts/build-py-component.sh --world pipeline tests/components-py/py-pipeline $@
 
 $(VENV_PY):
 	$(PYTHON) -m venv $(VENV)

@@ -326,3 +326,90 @@ async fn paraphrase_py_serves_what_paraphrase_serves() {
         "send a positive even number of sentences, got 3",
     );
 }
+
+/// One model, `adder`: `sum = a + b` (FP32). Keeps the inputs it was given.
+#[derive(Default)]
+struct Adder {
+    seen: std::sync::Mutex<conduit_types::NamedTensors>,
+}
+
+impl conduit_runtime::ModelBackend for Adder {
+    fn infer(
+        &self,
+        name: &str,
+        inputs: conduit_types::NamedTensors,
+    ) -> conduit_runtime::InferFuture<'_> {
+        let name = name.to_string();
+        Box::pin(async move {
+            if name != "adder" {
+                return Err(GuestError::NotFound(format!("no model `{name}`")));
+            }
+            let get = |n: &str| {
+                inputs
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .and_then(|(_, t)| t.to_f32().ok())
+                    .ok_or_else(|| GuestError::InvalidInput(format!("FP32 `{n}` missing")))
+            };
+            let sum: Vec<f32> = get("a")?
+                .iter()
+                .zip(get("b")?)
+                .map(|(a, b)| a + b)
+                .collect();
+            let shape = vec![sum.len() as i64];
+            *self.seen.lock().unwrap() = inputs;
+            let sum = Tensor::from_f32(shape, &sum).map_err(|e| GuestError::Internal(e.0))?;
+            Ok(vec![("sum".to_string(), sum)])
+        })
+    }
+}
+
+/// A `pipeline`-world Python component calls a model through the host: an
+/// input passes to it as its handle (the same storage), a tensor made in
+/// Python as data (WIT 0.2 `named-value`), the model's output comes back as a
+/// handle it returns unread, and an unknown model is the host's `not-found`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_pipeline_component_calls_models_through_the_host() {
+    let rt = small_runtime(8);
+    let c = rt.load(&component_bytes("py-pipeline")).await.unwrap();
+    assert_eq!(c.world(), conduit_types::World::Pipeline);
+    let adder = std::sync::Arc::new(Adder::default());
+    let ctx = CallContext::new("py-pipeline").with_models(adder.clone());
+    let x = Tensor::from_f32(vec![3], &[1.0, 2.0, 3.0]).unwrap();
+    let (out, _) = rt
+        .process_traced(&c, vec![("x".into(), x.clone())], &[], &ctx)
+        .await;
+    let out = out.unwrap();
+    assert_eq!(output(&out, "y").to_f32().unwrap(), vec![2.0, 3.0, 4.0]);
+    assert_eq!(output(&out, "z").to_f32().unwrap(), vec![3.0, 4.0, 5.0]);
+    {
+        let seen = adder.seen.lock().unwrap();
+        let a = &seen.iter().find(|(n, _)| n == "a").unwrap().1;
+        assert_eq!(
+            a.data().as_ptr(),
+            x.data().as_ptr(),
+            "`a` must be x's handle"
+        );
+        let b = &seen.iter().find(|(n, _)| n == "b").unwrap().1;
+        assert_eq!(b.to_f32().unwrap(), vec![1.0; 3]);
+    }
+    // The instance kept nothing: the next call reuses it.
+    let (again, fresh) = rt
+        .process_traced(&c, vec![("x".into(), x.clone())], &[], &ctx)
+        .await;
+    again.unwrap();
+    assert!(!fresh, "a warm instance must serve the second call");
+    let err = rt
+        .process(
+            &c,
+            vec![("x".into(), x)],
+            &[str_param("model", "nope")],
+            &ctx,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::Guest(GuestError::NotFound(m)) if m.contains("nope")),
+        "{err:?}"
+    );
+}
