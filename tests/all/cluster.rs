@@ -110,6 +110,27 @@ pub(crate) fn runner(dir: &Path, registry: &Server, key: &str, nats: &str, id: &
     )
 }
 
+/// `conduit gateway` in `data_dir` over `nats`, resolving through
+/// `registry`, with `extra` flags.
+pub(crate) fn start_gateway(
+    data_dir: &Path,
+    registry: &Server,
+    key: &str,
+    nats: &str,
+    extra: &[&str],
+) -> Server {
+    let mut args = vec![
+        "--registry",
+        &registry.url,
+        "--api-key",
+        key,
+        "--nats",
+        nats,
+    ];
+    args.extend_from_slice(extra);
+    Server::start_with("gateway", data_dir, false, &args)
+}
+
 /// `conduit cluster status --json`.
 pub(crate) fn status(nats: &str) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_conduit"))
@@ -288,20 +309,12 @@ fn cluster_on_nats_survives_its_failure_table() {
         .iter()
         .map(|id| Some(runner(dir.path(), &registry, &key, &nats, id)))
         .collect();
-    let gateway = Server::start_with(
-        "gateway",
+    let gateway = start_gateway(
         &dir.path().join("gateway"),
-        false,
-        &[
-            "--registry",
-            &registry.url,
-            "--api-key",
-            &key,
-            "--nats",
-            &nats,
-            "--max-request-bytes",
-            MAX_REQUEST_BYTES,
-        ],
+        &registry,
+        &key,
+        &nats,
+        &["--max-request-bytes", MAX_REQUEST_BYTES],
     );
     wait_until("three runners and a leader", || {
         let s = status(&nats);
@@ -312,19 +325,7 @@ fn cluster_on_nats_survives_its_failure_table() {
     run_suite(&suite, &gateway);
 
     // Gateways keep no state: a second one beside it serves the same cluster.
-    let second = Server::start_with(
-        "gateway",
-        &dir.path().join("gateway-2"),
-        false,
-        &[
-            "--registry",
-            &registry.url,
-            "--api-key",
-            &key,
-            "--nats",
-            &nats,
-        ],
-    );
+    let second = start_gateway(&dir.path().join("gateway-2"), &registry, &key, &nats, &[]);
     let out = ok(conduit(
         &second,
         &key,

@@ -6,7 +6,7 @@
 //! INTERNAL or a panic, and the server goes on serving.
 
 use crate::cli_registry::Server;
-use crate::cluster::{free_port, nats_server};
+use crate::cluster::{free_port, nats_server, start_gateway};
 use crate::common::*;
 use crate::registry::TestRegistry;
 use crate::serving::{Plane, authed, infer, push, raw_request};
@@ -515,19 +515,7 @@ fn the_gateway_refuses_client_garbage_as_invalid_argument() {
     let _nats = nats_server(nats_port, &dir.path().join("nats"));
     let registry = Server::start("registry", &dir.path().join("registry"), true);
     let key = registry.key.clone().unwrap();
-    let gateway = Server::start_with(
-        "gateway",
-        &dir.path().join("gateway"),
-        false,
-        &[
-            "--registry",
-            &registry.url,
-            "--api-key",
-            &key,
-            "--nats",
-            &nats,
-        ],
-    );
+    let gateway = start_gateway(&dir.path().join("gateway"), &registry, &key, &nats, &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         for path in [

@@ -4,7 +4,9 @@
 //! replay, identical bits).
 
 use crate::cli_registry::{Server, conduit, ok};
-use crate::cluster::{free_port, nats_server, runner, scheduler, status, wait_until};
+use crate::cluster::{
+    free_port, nats_server, runner, scheduler, start_gateway, status, wait_until,
+};
 use crate::common::*;
 use conduit_client::{
     ErrorKind, Input, ModelOptions, Module, ModuleRepository, Param, RunOptions, Session,
@@ -347,19 +349,7 @@ fn a_session_replays_on_another_runner_when_its_runner_is_killed() {
             )
         })
         .collect();
-    let gateway = Server::start_with(
-        "gateway",
-        &dir.path().join("gateway"),
-        false,
-        &[
-            "--registry",
-            &registry.url,
-            "--api-key",
-            &key,
-            "--nats",
-            &nats,
-        ],
-    );
+    let gateway = start_gateway(&dir.path().join("gateway"), &registry, &key, &nats, &[]);
     wait_until("two runners and a leader", || {
         let s = status(&nats);
         s["leader"].is_string() && s["runners"].as_array().is_some_and(|r| r.len() == 2)
