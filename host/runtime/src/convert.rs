@@ -5,7 +5,6 @@
 macro_rules! conversions {
     ($version:ident) => {
         /// Conversions for this version's generated types.
-        #[allow(dead_code)]
         pub(crate) mod $version {
             use crate::GuestError;
             use crate::bindings::$version::conduit::compute::types::{self as wit, TensorData};
